@@ -1,0 +1,95 @@
+"""Exceptions raised by the Siro provider.
+
+Two families, chosen by what a retry could achieve:
+
+* :class:`SiroApiError` - Siro (or the network in front of it) failed. A later attempt may succeed, so
+  Airflow's task retries apply.
+* Subclasses of :class:`~airflow.sdk.exceptions.AirflowFailException` - retrying cannot help (bad
+  input, a request Siro rejected, or a create call whose outcome is unknown and must not be repeated),
+  so the task fails at once and Airflow does not retry it.
+
+No message built here ever contains a token, a client secret or a signed URL's query string.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from airflow.sdk.exceptions import AirflowException, AirflowFailException
+
+
+class SiroValidationError(AirflowFailException, ValueError):
+    """A value given to the provider is unusable; raised before any byte leaves the machine.
+
+    :param field: the name the user wrote (operator argument or connection extra), e.g. ``user_email``.
+    :param problem: what is wrong with it, in words a DAG author can act on.
+    """
+
+    def __init__(self, field: str, problem: str) -> None:
+        self.field = field
+        self.problem = problem
+        super().__init__(f"{field}: {problem}")
+
+
+class SiroApiError(AirflowException):
+    """Siro answered with an error, or could not be reached, after the hook's own retries.
+
+    :param message: the server's own message (``{"error": ...}``), or a description of the failure.
+    :param status_code: the HTTP status, or ``None`` when no response arrived.
+    :param method: HTTP method of the failed call.
+    :param endpoint: the path called, never with a query string (signed URLs carry credentials there).
+    :param issues: for a 422, the ZodError issues as ``(path, message)`` pairs.
+    """
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        status_code: int | None = None,
+        method: str = "",
+        endpoint: str = "",
+        issues: Sequence[tuple[str, str]] = (),
+    ) -> None:
+        self.message = message
+        self.status_code = status_code
+        self.method = method
+        self.endpoint = endpoint
+        self.issues = list(issues)
+        where = f"{method} {endpoint}".strip()
+        status = f" returned {status_code}" if status_code is not None else " failed"
+        text = f"Siro API {where}{status}: {message}"
+        if self.issues:
+            text += "".join(f"\n  - {path or '<body>'}: {msg}" for path, msg in self.issues)
+        super().__init__(text)
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Keep the exception picklable with its keyword-only arguments (Airflow ships errors around).
+        return (
+            _rebuild,
+            (type(self), self.message, self.status_code, self.method, self.endpoint, self.issues),
+        )
+
+
+def _rebuild(
+    cls: type[SiroApiError],
+    message: str,
+    status_code: int | None,
+    method: str,
+    endpoint: str,
+    issues: list[tuple[str, str]],
+) -> SiroApiError:
+    return cls(message, status_code=status_code, method=method, endpoint=endpoint, issues=issues)
+
+
+class SiroRejectedError(SiroApiError, AirflowFailException):
+    """Siro rejected the request (400, 401, 403, 404, 409, 422): the same request would fail again."""
+
+
+class SiroAmbiguousCreateError(SiroApiError, AirflowFailException):
+    """A create-recording call failed after Siro may already have acted on it.
+
+    The recording may or may not exist. The provider never repeats such a call, because Siro offers no
+    idempotency key and a repeat could create the recording twice; check Siro before running the task
+    again.
+    """

@@ -1,0 +1,89 @@
+"""Provider metadata read by Airflow's providers manager (entry point ``apache_airflow_provider``).
+
+Kept free of imports so that Airflow can read it without loading the provider.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+UI_FIELD_BEHAVIOUR: dict[str, Any] = {
+    "hidden-fields": ["schema", "port", "login", "extra"],
+    "relabeling": {"host": "Siro API URL", "password": "Access token"},
+    "placeholders": {
+        "host": "https://api.siro.ai (leave empty for the default)",
+        "password": "user-scoped access token; leave empty to mint one from an OAuth app below",
+        "org_token": "organization API token (Siro web app > Settings > API)",
+        "client_id": "OAuth app client id",
+        "client_secret": "OAuth app client secret",
+        "user_id": "Siro user id the minted token acts for",
+        "scope": "write",
+        "auth_host": "https://functions.siro.ai/api-externalApi",
+        "app_url": "https://app.siro.ai",
+    },
+}
+
+
+def _field(label: str, description: str, schema_type: str, **schema: Any) -> dict[str, Any]:
+    return {"label": label, "description": description, "schema": {"type": [schema_type, "null"], **schema}}
+
+
+CONN_FIELDS: dict[str, Any] = {
+    "org_token": _field(
+        "Organization API token",
+        "Mints access tokens when no access token is pasted. Sent as Bearer to the org API.",
+        "string",
+        format="password",
+    ),
+    "client_id": _field("OAuth client ID", "The OAuth app that mints access tokens.", "string"),
+    "client_secret": _field("OAuth client secret", "Secret of that OAuth app.", "string", format="password"),
+    "user_id": _field("User ID", "Siro user the minted token acts for (the recordings' owner).", "string"),
+    "scope": _field("Scope", "Scope of minted tokens; uploads need write.", "string", enum=["write", "read"]),
+    "auth_host": _field("Org API URL", "Base URL of Siro's organization API.", "string"),
+    "timeout": _field(
+        "Timeout (seconds)", "Per request; an upload's PUT waits this long between bytes.", "number"
+    ),
+    "max_retries": _field("Max retries", "Retries after 429, 502, 503, 504 and network errors.", "integer"),
+    "retry_backoff": _field(
+        "Retry backoff (seconds)", "First wait; doubles per retry, with jitter.", "number"
+    ),
+    "max_retry_wait": _field("Max wait per retry (seconds)", "Caps backoff and Retry-After.", "number"),
+    "newer_field_names": _field(
+        "Newer field names",
+        "Send fileUrl/contactPhone/contactName (Siro's newer docs) instead of the original names.",
+        "boolean",
+    ),
+    "allow_insecure_http": _field(
+        "Allow plain http://",
+        "Only for a trusted non-loopback test server; never for Siro itself.",
+        "boolean",
+    ),
+    "app_url": _field("Siro web app URL", "Base of the links to recordings.", "string"),
+}
+
+
+def get_provider_info() -> dict[str, Any]:
+    """Describe the provider's hooks, operators, sensors, triggers, links and connection form."""
+    return {
+        "package-name": "airflow-provider-siro",
+        "name": "Siro",
+        "description": "Upload call recordings to `Siro <https://siro.ai>`__ and wait for their analysis.",
+        "versions": ["0.1.0"],
+        "integrations": [
+            {
+                "integration-name": "Siro",
+                "external-doc-url": "https://siro.ai",
+                "tags": ["service"],
+            }
+        ],
+        "hooks": [{"integration-name": "Siro", "python-modules": ["airflow_provider_siro.hooks.siro"]}],
+        "connection-types": [
+            {
+                "hook-class-name": "airflow_provider_siro.hooks.siro.SiroHook",
+                "hook-name": "Siro",
+                "connection-type": "siro",
+                "ui-field-behaviour": UI_FIELD_BEHAVIOUR,
+                "conn-fields": CONN_FIELDS,
+            }
+        ],
+    }
