@@ -93,3 +93,46 @@ class SiroAmbiguousCreateError(SiroApiError, AirflowFailException):
     idempotency key and a repeat could create the recording twice; check Siro before running the task
     again.
     """
+
+
+class SiroRecordingFailedError(AirflowFailException):
+    """Siro will not produce a processed recording: it reported ``processingStatus: error``, or the
+    recording does not exist (a wrong ID, or it was deleted).
+
+    Waiting longer or retrying cannot change that, so the task fails at once.
+
+    :param recording_id: the recording that was waited for.
+    :param problem: what Siro reported, in words a DAG author can act on.
+    """
+
+    def __init__(self, recording_id: str, problem: str) -> None:
+        self.recording_id = recording_id
+        self.problem = problem
+        super().__init__(f"Siro recording {recording_id}: {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.recording_id, self.problem))
+
+
+class SiroRecordingWaitError(AirflowFailException):
+    """An upload task created its recording, then its wait for processing ended without an answer
+    (the wait timed out, or Siro could not be asked).
+
+    It is not retried: a retry would upload the audio and create the recording a second time. The
+    recording ID is in the task's XCom (key ``siro_recording_id``); wait for it with
+    :class:`~airflow_provider_siro.sensors.siro.SiroRecordingSensor` instead.
+
+    :param recording_id: the recording that was created.
+    :param problem: why the wait ended.
+    """
+
+    def __init__(self, recording_id: str, problem: str) -> None:
+        self.recording_id = recording_id
+        self.problem = problem
+        super().__init__(
+            f"Siro recording {recording_id} was created, but {problem}. The task is not retried, because "
+            "that would upload the audio again; wait for this recording with SiroRecordingSensor instead."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.recording_id, self.problem))

@@ -77,6 +77,12 @@ def get_provider_info() -> dict[str, Any]:
             }
         ],
         "hooks": [{"integration-name": "Siro", "python-modules": ["airflow_provider_siro.hooks.siro"]}],
+        "operators": [
+            {"integration-name": "Siro", "python-modules": ["airflow_provider_siro.operators.siro"]}
+        ],
+        "sensors": [{"integration-name": "Siro", "python-modules": ["airflow_provider_siro.sensors.siro"]}],
+        "triggers": [{"integration-name": "Siro", "python-modules": ["airflow_provider_siro.triggers.siro"]}],
+        "extra-links": ["airflow_provider_siro.links.siro.SiroRecordingLink"],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_siro.hooks.siro.SiroHook",

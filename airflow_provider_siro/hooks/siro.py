@@ -9,6 +9,7 @@ is unknown, sends its own User-Agent, and masks every secret before it could fir
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import ipaddress
 import logging
@@ -432,8 +433,9 @@ class SiroHook(BaseHook):
         :param endpoint: the path shown in errors and logs (never a query string).
         :param auth: ``"user"`` for ``x-siro-auth-token``, ``"org"`` for the Bearer org token, or None.
         :param create: the call creates a recording. It is then repeated only where Siro cannot have
-            acted on it (429, 401, or a connection that was never established), never after a 5xx, a
-            timeout or a dropped connection, which raise :class:`SiroAmbiguousCreateError`.
+            acted on it (429, 401, 503 with ``Retry-After``, or a connection that was never
+            established), never after another 5xx, a timeout or a dropped connection, which raise
+            :class:`SiroAmbiguousCreateError`.
         """
         settings = self.settings
         kwargs.setdefault("timeout", (min(10.0, settings.timeout), settings.timeout))
@@ -488,7 +490,11 @@ class SiroHook(BaseHook):
                 self._forget_token()
                 refreshed = True
                 continue
-            retryable = status == 429 or (status in RETRY_STATUSES and not create)
+            if create:
+                # 429, and a 503 that says when to come back, are refusals: nothing was processed.
+                retryable = status == 429 or (status == 503 and "Retry-After" in response.headers)
+            else:
+                retryable = status in RETRY_STATUSES
             if retryable and attempt < settings.max_retries:
                 wait = self._backoff(attempt, _parse_retry_after(response.headers.get("Retry-After")))
                 self.log.warning(
@@ -810,3 +816,175 @@ class SiroHook(BaseHook):
             return False, str(exc)
         how = "a minted OAuth token" if settings.uses_oauth else "the pasted access token"
         return True, f"Connected to Siro at {settings.api_url} with {how}; uploads are allowed"
+
+
+class SiroAsyncHook(SiroHook):
+    """
+    Read Siro recordings from async code, such as a trigger, without blocking the event loop.
+
+    The triggerer runs every deferred task's trigger on one event loop, so a blocking call here would
+    stall all of them. This hook keeps :class:`SiroHook`'s connection handling, retry policy, token
+    cache and error types, and changes only how a request travels:
+
+    * the connection is read, and an OAuth access token minted, by :class:`SiroHook`'s own code in a
+      worker thread (both may wait on the Airflow supervisor, a secrets backend or the org API, and
+      both happen rarely: once per hook, and once per 16 hours per token);
+    * API calls go through an ``httpx.AsyncClient`` (httpx ships with Airflow, and is imported only
+      here, so DAG files that merely name a sensor do not pay for it), with the same backoff on 429,
+      502, 503, 504 and network errors, ``Retry-After`` honoured up to ``max_retry_wait``, and one
+      fresh token after a 401.
+
+    Call :meth:`aclose` when done (a trigger does so in ``finally``).
+
+    :param siro_conn_id: the Airflow connection to use.
+    """
+
+    def __init__(self, siro_conn_id: str = SiroHook.default_conn_name, **kwargs: Any) -> None:
+        super().__init__(siro_conn_id=siro_conn_id, **kwargs)
+        self._client: Any = None  # an httpx.AsyncClient, made on first use
+
+    async def aget_settings(self) -> SiroConnectionSettings:
+        """:attr:`settings`, read in a worker thread the first time and cached on the hook."""
+        if "settings" not in self.__dict__:
+            await asyncio.to_thread(getattr, self, "settings")
+        return self.settings
+
+    async def aget_access_token(self) -> str:
+        """The user-scoped token; a mint, when one is due, runs in a worker thread."""
+        settings = await self.aget_settings()
+        if settings.access_token:
+            return settings.access_token
+        return await asyncio.to_thread(self.get_access_token)
+
+    async def _aclient(self) -> Any:
+        if self._client is None:
+            import httpx
+
+            settings = await self.aget_settings()
+            # Building the client loads the CA bundle from disk: done in a thread, like the other setup.
+            self._client = await asyncio.to_thread(
+                httpx.AsyncClient,
+                headers={
+                    "User-Agent": f"airflow-provider-siro/{__version__} ({platform.python_implementation()}/"
+                    f"{platform.python_version()}; httpx/{httpx.__version__})"
+                },
+                timeout=httpx.Timeout(settings.timeout, connect=min(10.0, settings.timeout)),
+                follow_redirects=False,
+            )
+        return self._client
+
+    async def aclose(self) -> None:
+        """Close the HTTP client's pooled connections. The hook stays usable."""
+        client, self._client = self._client, None
+        if client is not None:
+            await client.aclose()
+
+    async def _asend(
+        self, method: str, url: str, *, endpoint: str, params: dict[str, str] | None = None
+    ) -> Any:
+        """Send one idempotent, user-scoped API call; the async twin of :meth:`SiroHook._send`.
+
+        :param endpoint: the path shown in errors and logs (never a query string).
+        :return: the ``httpx.Response`` of a successful (< 400) answer.
+        """
+        import httpx
+
+        settings = await self.aget_settings()
+        client = await self._aclient()
+        refreshed = False
+        attempt = 0
+        while True:
+            headers = {"x-siro-auth-token": await self.aget_access_token()}
+            started = time.monotonic()
+            try:
+                response = await client.request(method, url, params=params, headers=headers)
+            except httpx.TransportError as exc:
+                if attempt >= settings.max_retries:
+                    raise SiroApiError(
+                        f"{type(exc).__name__}: no answer after {attempt + 1} attempts",
+                        method=method,
+                        endpoint=endpoint,
+                    ) from None
+                wait = self._backoff(attempt, None)
+                self.log.warning(
+                    "%s %s failed (%s); retry %d of %d in %.2f s",
+                    method,
+                    endpoint,
+                    type(exc).__name__,
+                    attempt + 1,
+                    settings.max_retries,
+                    wait,
+                )
+                await asyncio.sleep(wait)
+                attempt += 1
+                continue
+            status = response.status_code
+            self.log.debug("%s %s -> %s in %.3f s", method, endpoint, status, time.monotonic() - started)
+            if status < 400:
+                return response
+            if status == 401 and settings.uses_oauth and not refreshed:
+                self.log.info("Siro answered 401; minting a new access token and trying once more")
+                self._forget_token()
+                refreshed = True
+                continue
+            if status in RETRY_STATUSES and attempt < settings.max_retries:
+                wait = self._backoff(attempt, _parse_retry_after(response.headers.get("Retry-After")))
+                self.log.warning(
+                    "%s %s returned %d; retry %d of %d in %.2f s",
+                    method,
+                    endpoint,
+                    status,
+                    attempt + 1,
+                    settings.max_retries,
+                    wait,
+                )
+                await asyncio.sleep(wait)
+                attempt += 1
+                continue
+            raise self._error(_ResponseView(response), method, endpoint, create=False)
+
+    async def aget_recording(
+        self,
+        recording_id: str,
+        *,
+        show_summary: bool = False,
+        show_entity_extractions: bool = False,
+        show_crm_opportunities: bool = False,
+    ) -> dict[str, Any]:
+        """Read a recording (its ``data`` object); the async twin of :meth:`SiroHook.get_recording`."""
+        if not isinstance(recording_id, str) or not recording_id.strip():
+            raise SiroValidationError("recording_id", f"must be a non-empty string, got {recording_id!r}")
+        params = {
+            name: "true"
+            for name, wanted in (
+                ("showSummary", show_summary),
+                ("showEntityExtractions", show_entity_extractions),
+                ("showCrmOpportunities", show_crm_opportunities),
+            )
+            if wanted
+        }
+        settings = await self.aget_settings()
+        endpoint = f"/v1/core/recordings/{quote(recording_id, safe='')}"
+        response = await self._asend(
+            "GET", settings.api_url + endpoint, endpoint=endpoint, params=params or None
+        )
+        try:
+            data = (response.json() or {}).get("data")
+        except (ValueError, AttributeError):
+            data = None
+        if not isinstance(data, dict):
+            raise SiroApiError("the recording response has no data object", method="GET", endpoint=endpoint)
+        return data
+
+
+class _ResponseView:
+    """The parts of a ``requests.Response`` that :meth:`SiroHook._error` reads, over an httpx response."""
+
+    def __init__(self, response: Any) -> None:
+        self.status_code: int = response.status_code
+        self.reason: str = response.reason_phrase
+        self.text: str = response.text
+        self._response = response
+
+    def json(self) -> Any:
+        return self._response.json()

@@ -1,0 +1,357 @@
+"""SiroUploadRecordingOperator: one task that turns audio into a Siro recording.
+
+This module is imported by every DAG file that uses the operator, so it stays light: the hook (and with
+it ``requests``) and Airflow's object storage are imported inside ``execute``, not here.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable, Sequence
+from functools import cached_property
+from typing import IO, TYPE_CHECKING, Any
+from urllib.parse import urlsplit
+
+from airflow.sdk import BaseOperator, conf
+
+from airflow_provider_siro.exceptions import (
+    SiroApiError,
+    SiroRecordingFailedError,
+    SiroRecordingWaitError,
+    SiroValidationError,
+)
+from airflow_provider_siro.links.siro import SiroRecordingLink
+from airflow_provider_siro.payload import (
+    RecordingFields,
+    check_text,
+    check_url,
+    file_type_from_path,
+    resolve_file_type,
+    validate_recording_fields,
+)
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+    from airflow_provider_siro.hooks.siro import SiroHook
+
+_FIELD_ARGS = (
+    "title",
+    "user_id",
+    "user_email",
+    "user_phone",
+    "organization_id",
+    "conversation_type",
+    "integration_connection_id",
+    "crm_objects",
+    "customer_phone",
+    "customer_name",
+    "date_created",
+)
+
+
+class SiroUploadRecordingOperator(BaseOperator):
+    """
+    Create a Siro recording from audio, uploading it first when it is not in Siro yet.
+
+    Give exactly one of ``download_url`` (audio already uploaded through Siro's signed URLs) and
+    ``source_path`` (audio anywhere Airflow's object storage reaches). For a ``source_path`` the
+    operator asks Siro for signed URLs sized to the file, streams the bytes straight from the source to
+    them (never the whole file in memory, never a temporary copy), and only then creates the recording.
+    The recording ID is returned, so it lands in XCom and ``operator.output`` feeds the next task.
+
+    Every value is checked after rendering and before the first request; a bad one fails the task at
+    once, without retries, with a message naming the argument.
+
+    :param siro_conn_id: the ``siro`` connection to use.
+    :param download_url: the ``downloadUrl`` of a previous signed-URL upload. (templated)
+    :param source_path: audio to upload: a local path, ``file://`` URL, or any URL Airflow's object
+        storage understands (``s3://``, ``gs://``, ...). (templated)
+    :param source_conn_id: the connection object storage uses for ``source_path``.
+    :param file_type: ``mp3``, ``aac`` or ``wav``; inferred from the source's extension when omitted,
+        and checked against it when given. (templated)
+    :param title: the recording's title. (templated)
+    :param user_id: Siro user who recorded the call; one of ``user_id``, ``user_email`` and
+        ``user_phone`` is required. (templated)
+    :param user_email: that user's email. (templated)
+    :param user_phone: that user's phone number. (templated)
+    :param organization_id: the Siro organization. (templated)
+    :param conversation_type: the type to analyse the call against; Siro falls back to the
+        organization's default. (templated)
+    :param integration_connection_id: CRM integration the ``crm_objects`` belong to; the two go
+        together. (templated)
+    :param crm_objects: ``[{"objectType": "Opportunity", "objectId": "..."}]``, rendered in depth.
+        (templated)
+    :param customer_phone: the customer's phone, to link CRM objects when none are given. (templated)
+    :param customer_name: the customer's name, likewise. (templated)
+    :param date_created: when the call happened: a timezone-aware datetime or an RFC 3339 string, sent
+        in UTC. ``"{{ data_interval_end }}"`` works. (templated)
+    :param wait_for_completion: after creating the recording, wait until Siro has processed it
+        (``processingStatus`` ``complete``), so one task uploads and waits. The recording's details
+        then go to XCom under the key ``recording`` (the return value stays the recording ID). A
+        failure while waiting is not retried, since a retry would upload the audio a second time.
+    :param deferrable: wait in the triggerer instead of holding a worker slot (with
+        ``wait_for_completion``). Defaults to the ``[operators] default_deferrable`` setting.
+    :param poll_interval: seconds between reads of the recording while waiting.
+    :param timeout: seconds to wait for processing before failing; Siro says about 30 minutes.
+    :param show_summary: include the call summary (``showSummary``) in the ``recording`` XCom.
+    :param show_entity_extractions: include extracted entities (``showEntityExtractions``).
+    :param show_crm_opportunities: include linked CRM opportunities (``showCrmOpportunities``).
+
+    The task has a "Siro recording" extra link to the recording in the Siro web app, and writes the
+    same URL to its log.
+    """
+
+    template_fields: Sequence[str] = ("download_url", "source_path", "file_type", *_FIELD_ARGS)
+    template_fields_renderers = {"crm_objects": "json"}
+    ui_color = "#e8f0fe"
+    operator_extra_links = (SiroRecordingLink(),)
+
+    def __init__(
+        self,
+        *,
+        siro_conn_id: str = "siro_default",
+        download_url: str | None = None,
+        source_path: str | os.PathLike[str] | None = None,
+        source_conn_id: str | None = None,
+        file_type: str | None = None,
+        title: str | None = None,
+        user_id: str | None = None,
+        user_email: str | None = None,
+        user_phone: str | None = None,
+        organization_id: str | None = None,
+        conversation_type: str | None = None,
+        integration_connection_id: str | None = None,
+        crm_objects: list[dict[str, str]] | None = None,
+        customer_phone: str | None = None,
+        customer_name: str | None = None,
+        date_created: Any = None,
+        wait_for_completion: bool = False,
+        deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
+        poll_interval: float = 60.0,
+        timeout: float = 3600.0,
+        show_summary: bool = False,
+        show_entity_extractions: bool = False,
+        show_crm_opportunities: bool = False,
+        **kwargs: Any,
+    ) -> None:
+        super().__init__(**kwargs)
+        if (download_url is None) == (source_path is None):
+            raise ValueError(
+                f"{type(self).__name__} {kwargs.get('task_id')!r}: give exactly one of download_url and source_path"
+            )
+        self.siro_conn_id = siro_conn_id
+        self.download_url = download_url
+        self.source_path = os.fspath(source_path) if isinstance(source_path, os.PathLike) else source_path
+        self.source_conn_id = source_conn_id
+        self.file_type = file_type
+        self.title = title
+        self.user_id = user_id
+        self.user_email = user_email
+        self.user_phone = user_phone
+        self.organization_id = organization_id
+        self.conversation_type = conversation_type
+        self.integration_connection_id = integration_connection_id
+        self.crm_objects = crm_objects
+        self.customer_phone = customer_phone
+        self.customer_name = customer_name
+        self.date_created = date_created
+        if poll_interval <= 0 or timeout < 0:
+            raise ValueError(
+                f"{type(self).__name__} {kwargs.get('task_id')!r}: poll_interval must be > 0 and timeout >= 0"
+            )
+        self.wait_for_completion = wait_for_completion
+        self.deferrable = deferrable
+        self.poll_interval = float(poll_interval)
+        self.timeout = float(timeout)
+        self.show_summary = show_summary
+        self.show_entity_extractions = show_entity_extractions
+        self.show_crm_opportunities = show_crm_opportunities
+
+    @cached_property
+    def hook(self) -> SiroHook:
+        from airflow_provider_siro.hooks.siro import SiroHook
+
+        return SiroHook(siro_conn_id=self.siro_conn_id)
+
+    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
+        """Render, then mask a rendered ``download_url``'s query string: for a signed URL it is a
+        credential, and Airflow stores rendered fields for the UI (it redacts registered secrets)."""
+        super().render_template_fields(context, jinja_env)
+        if isinstance(self.download_url, str) and urlsplit(self.download_url).query:
+            from airflow.sdk.log import mask_secret
+
+            mask_secret(urlsplit(self.download_url).query)
+
+    # ------------------------------------------------------------------ validation
+    def validate_inputs(self) -> tuple[RecordingFields, str]:
+        """Check every rendered value; return the recording fields and the resolved file type.
+
+        Raises :class:`~airflow_provider_siro.exceptions.SiroValidationError` (the task then fails
+        without retrying) before any request is sent.
+        """
+        if (self.download_url is None) == (self.source_path is None):
+            raise SiroValidationError("source_path", "give exactly one of download_url and source_path")
+        if self.source_path is not None:
+            source = check_text("source_path", self.source_path)
+            file_type = resolve_file_type(self.file_type, source)
+        else:
+            check_url("download_url", self.download_url)
+            inferred = file_type_from_path(str(self.download_url))
+            file_type = resolve_file_type(self.file_type if self.file_type is not None else inferred, None)
+        fields = validate_recording_fields(file_type, **{name: getattr(self, name) for name in _FIELD_ARGS})
+        return fields, file_type
+
+    def _open_source(self) -> tuple[Callable[[], IO[bytes]], int, str]:
+        """Locate ``source_path``: an opener (from byte 0, once per attempt), its size and a log label."""
+        source = str(self.source_path)
+        if "://" not in source or source.startswith("file://"):
+            local = urlsplit(source).path if source.startswith("file://") else source
+            try:
+                size = os.stat(local).st_size
+            except FileNotFoundError:
+                raise SiroValidationError("source_path", f"{source!r} does not exist") from None
+            except OSError as exc:
+                raise SiroValidationError(
+                    "source_path", f"{source!r} cannot be read: {exc.strerror}"
+                ) from None
+            if not os.path.isfile(local):
+                raise SiroValidationError("source_path", f"{source!r} is not a file")
+            if not os.access(local, os.R_OK):
+                raise SiroValidationError("source_path", f"{source!r} is not readable")
+
+            def open_local() -> IO[bytes]:
+                return open(local, "rb")  # the hook closes it after each attempt
+
+            opener, label = open_local, local
+        else:
+            from airflow.sdk import ObjectStoragePath
+
+            try:
+                path = ObjectStoragePath(source, conn_id=self.source_conn_id)
+                if not path.is_file():
+                    raise SiroValidationError("source_path", f"{source!r} does not exist or is not a file")
+                size = path.stat().st_size
+            except SiroValidationError:
+                raise
+            except ValueError as exc:  # e.g. "No filesystem registered for scheme s3"
+                raise SiroValidationError(
+                    "source_path", f"{source!r} cannot be opened by Airflow's object storage: {exc}"
+                ) from None
+
+            def open_remote() -> IO[bytes]:
+                return path.open("rb")
+
+            opener, label = open_remote, source
+        if size == 0:
+            raise SiroValidationError("source_path", f"{source!r} is empty (0 bytes)")
+        return opener, int(size), label
+
+    # ------------------------------------------------------------------ execution
+    def execute(self, context: Context) -> str:
+        fields, file_type = self.validate_inputs()
+        hook = self.hook
+        hook.settings  # noqa: B018 - a broken connection fails here, before anything is sent
+        started = time.monotonic()
+        if self.source_path is not None:
+            opener, size, label = self._open_source()
+            self.log.info("Uploading %s (%d bytes, %s) to Siro", label, size, file_type)
+            download_url = hook.upload_audio(opener, size, file_type, label=label)
+            source_label = f"{label} ({size} bytes)"
+        else:
+            download_url = str(self.download_url)
+            parts = urlsplit(download_url)
+            source_label = f"{parts.scheme}://{parts.netloc}{parts.path}"
+        recording_id = hook.create_recording(download_url, fields)
+        self.log.info(
+            "Created Siro recording %s for %s from %s in %.1f s",
+            recording_id,
+            fields.user,
+            source_label,
+            time.monotonic() - started,
+        )
+        SiroRecordingLink.persist(context=context, operator=self, recording_id=recording_id)
+        if self.wait_for_completion:
+            self._wait(context, recording_id)
+        return recording_id
+
+    # ------------------------------------------------------------------ waiting for processing
+    def _show_flags(self) -> dict[str, bool]:
+        return {
+            "show_summary": self.show_summary,
+            "show_entity_extractions": self.show_entity_extractions,
+            "show_crm_opportunities": self.show_crm_opportunities,
+        }
+
+    def _wait(self, context: Context, recording_id: str) -> None:
+        """Poll until Siro has processed the recording, or defer that to the triggerer.
+
+        Everything that ends the wait early fails the task without a retry (see
+        :class:`~airflow_provider_siro.exceptions.SiroRecordingWaitError`).
+        """
+        from airflow_provider_siro.triggers.siro import (
+            SiroRecordingTrigger,
+            describe,
+            gone_error,
+            is_processed,
+        )
+
+        deadline = time.monotonic() + self.timeout
+        while True:
+            try:
+                recording = self.hook.get_recording(recording_id, **self._show_flags())
+                done = is_processed(recording_id, recording)
+            except SiroApiError as exc:
+                gone = gone_error(recording_id, exc)
+                if gone is not None:
+                    raise gone from None
+                raise SiroRecordingWaitError(recording_id, f"reading it back failed: {exc}") from None
+            if done:
+                self._processed(context, recording_id, recording)
+                return
+            if self.deferrable:
+                self.defer(
+                    trigger=SiroRecordingTrigger(
+                        recording_id=recording_id,
+                        siro_conn_id=self.siro_conn_id,
+                        end_time=time.time() + self.timeout,
+                        poll_interval=self.poll_interval,
+                        **self._show_flags(),
+                    ),
+                    method_name="execute_complete",
+                    timeout=self.execution_timeout,
+                )
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise SiroRecordingWaitError(
+                    recording_id,
+                    f"Siro had not processed it within {self.timeout:.0f} s (it is {describe(recording)})",
+                )
+            self.log.info(
+                "Siro recording %s is %s; next check in %.1f s",
+                recording_id,
+                describe(recording),
+                min(self.poll_interval, remaining),
+            )
+            time.sleep(min(self.poll_interval, remaining))
+
+    def _processed(self, context: Context, recording_id: str, recording: dict[str, Any]) -> None:
+        self.log.info("Siro has processed recording %s", recording_id)
+        context["ti"].xcom_push(key="recording", value=recording)
+
+    def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
+        """Resume after the trigger fired: store the processed recording, or fail without a retry.
+
+        :param event: the trigger's event (see :class:`~airflow_provider_siro.triggers.siro.SiroRecordingTrigger`).
+        :return: the recording ID, as a run without waiting returns it.
+        """
+        recording_id = str(event["recording_id"])
+        status = event.get("status")
+        message = str(event.get("message", ""))
+        if status == "success":
+            self._processed(context, recording_id, event["recording"])
+            return recording_id
+        if status == "failed":
+            raise SiroRecordingFailedError(recording_id, message)
+        raise SiroRecordingWaitError(recording_id, f"waiting for it ended: {message}")

@@ -1,0 +1,47 @@
+"""Example: create a Siro recording from audio that is already uploaded, with fields from the run.
+
+Trigger it with the ``downloadUrl`` that Siro's signed-URL upload returned, e.g.::
+
+    airflow dags trigger siro_upload_from_download_url \
+        -c '{"download_url": "https://storage.googleapis.com/...", "user_email": "rep@example.com"}'
+
+The download URL's query string is a credential: the operator masks it in logs and rendered fields.
+The recording ID is the upload task's XCom ``return_value``; ``upload.output`` hands it downstream.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
+
+with DAG(
+    dag_id="siro_upload_from_download_url",
+    description="Create a Siro recording from an uploaded file, titled and dated from the run",
+    schedule=None,
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    tags=["siro", "example"],
+    params={
+        "download_url": Param(type="string", description="downloadUrl from Siro's signed-urls endpoint"),
+        "user_email": Param("rep@example.com", type="string", format="idn-email"),
+    },
+) as dag:
+    upload = SiroUploadRecordingOperator(
+        task_id="upload_recording",
+        download_url="{{ params.download_url }}",
+        file_type="wav",
+        title="Discovery call {{ ds }} ({{ dag_run.run_id }})",
+        user_email="{{ params.user_email }}",
+        # A manual run in Airflow 3 may have no logical date; run_after always exists.
+        date_created="{{ data_interval_end or dag_run.run_after }}",
+    )
+
+    @task
+    def announce(recording_id: str) -> str:
+        """Stands in for whatever comes next: a CRM write-back, a Slack message, a sensor."""
+        print(f"New Siro recording: {recording_id}")
+        return recording_id
+
+    announce(upload.output)

@@ -1,0 +1,141 @@
+"""The `siro` connection as Airflow itself sees it: providers manager, API server form data, CLI test."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import requests
+
+UA = {"User-Agent": "siro-provider-tests"}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def test_providers_manager_knows_the_hook_and_connection_type():
+    from airflow.providers_manager import ProvidersManager
+    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+    assert "airflow-provider-siro" in ProvidersManager().providers
+    hook = ProvidersManagerTaskRuntime().hooks["siro"]
+    assert hook is not None
+    assert hook.connection_testable
+    assert hook.hook_class_name == "airflow_provider_siro.hooks.siro.SiroHook"
+    assert hook.connection_id_attribute_name == "siro_conn_id"
+    assert hook.hook_name == "Siro"
+
+
+def test_airflow_providers_list_shows_the_provider(airflow_db: Path):
+    out = subprocess.run(
+        [sys.executable, "-m", "airflow", "providers", "list", "--output", "json"],
+        capture_output=True,
+        text=True,
+        check=True,
+        env=os.environ.copy(),
+    ).stdout
+    names = {entry["package_name"] for entry in json.loads(out[out.index("[") :])}
+    assert "airflow-provider-siro" in names
+
+
+@pytest.mark.slow
+def test_api_server_serves_the_labelled_connection_form(airflow_db: Path):
+    port = free_port()
+    env = {**os.environ, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"}
+    log = (airflow_db / "api-server.log").open("w")
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "airflow",
+            "api-server",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(port),
+            "--workers",
+            "1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        env=env,
+    )
+    try:
+        url = f"http://127.0.0.1:{port}/ui/connections/hook_meta"
+        deadline = time.monotonic() + 90
+        while True:
+            try:
+                response = requests.get(url, headers=UA, timeout=5)
+                if response.status_code == 200:
+                    break
+            except requests.ConnectionError:
+                pass
+            assert server.poll() is None, (airflow_db / "api-server.log").read_text()[-3000:]
+            assert time.monotonic() < deadline, "API server did not answer within 90 s"
+            time.sleep(0.5)
+        siro = next(item for item in response.json() if item["connection_type"] == "siro")
+    finally:
+        server.terminate()
+        try:
+            server.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            server.kill()
+        log.close()
+
+    assert siro["hook_name"] == "Siro"
+    standard = siro["standard_fields"]
+    assert standard["host"]["title"] == "Siro API URL"
+    assert standard["password"]["title"] == "Access token"
+    assert "api.siro.ai" in standard["host"]["placeholder"]
+    for hidden in ("login", "port", "url_schema"):
+        assert standard[hidden]["hidden"] is True
+    extra = siro["extra_fields"]
+    assert extra["org_token"]["schema"]["title"] == "Organization API token"
+    assert extra["client_secret"]["schema"]["title"] == "OAuth client secret"
+    assert set(extra) >= {
+        "org_token",
+        "client_id",
+        "client_secret",
+        "user_id",
+        "scope",
+        "auth_host",
+        "timeout",
+    }
+    assert extra["scope"]["schema"]["enum"] == ["write", "read"]
+
+
+def test_airflow_connections_test_succeeds_against_the_offline_server(siro_server, airflow_db: Path):
+    env = {**os.environ, "AIRFLOW_CONN_SIRO_DEFAULT": json.dumps(siro_server.connection(oauth=True))}
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "connections", "test", "siro_default"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "Connection success!" in result.stdout
+    assert [r.endpoint for r in siro_server.requests] == ["mint_token", "signed_urls"]
+    assert siro_server.client_secret not in result.stdout + result.stderr
+
+
+def test_airflow_connections_test_reports_a_refused_token(siro_server, airflow_db: Path):
+    conn = siro_server.connection(token="not-a-token-siro-knows")
+    env = {**os.environ, "AIRFLOW_CONN_SIRO_DEFAULT": json.dumps(conn)}
+    result = subprocess.run(
+        [sys.executable, "-m", "airflow", "connections", "test", "siro_default"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert "Connection failed!" in result.stdout
+    assert "401" in result.stdout
+    assert "not-a-token-siro-knows" not in result.stdout + result.stderr

@@ -1,0 +1,369 @@
+"""SiroHook against the offline Siro server, over real HTTP on 127.0.0.1."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from airflow_provider_siro.exceptions import (
+    SiroAmbiguousCreateError,
+    SiroApiError,
+    SiroRejectedError,
+    SiroValidationError,
+)
+from airflow_provider_siro.hooks import siro as siro_module
+from airflow_provider_siro.hooks.siro import SiroHook
+from airflow_provider_siro.payload import validate_recording_fields
+
+AUDIO = b"ID3\x03\x00" + bytes(range(256)) * 64
+
+
+@pytest.fixture(autouse=True)
+def _fresh_token_cache():
+    siro_module._TOKEN_CACHE.clear()
+    yield
+    siro_module._TOKEN_CACHE.clear()
+
+
+def use_connection(monkeypatch, server, **kwargs: Any) -> dict[str, Any]:
+    extras = {"retry_backoff": 0.01, **kwargs.pop("extras", {})}
+    conn = server.connection(**kwargs, **extras)
+    monkeypatch.setenv("AIRFLOW_CONN_SIRO_DEFAULT", json.dumps(conn))
+    return conn
+
+
+def upload_and_create(hook: SiroHook, audio: bytes = AUDIO, **fields: Any) -> str:
+    download_url = hook.upload_audio(lambda: _BytesOpener(audio), len(audio), "mp3", label="test.mp3")
+    return hook.create_recording(
+        download_url, validate_recording_fields("mp3", **{"user_email": "rep@example.com", **fields})
+    )
+
+
+class _BytesOpener:
+    """A context-managed binary stream, like open(path, 'rb')."""
+
+    def __init__(self, data: bytes) -> None:
+        import io
+
+        self._io = io.BytesIO(data)
+
+    def read(self, n: int = -1) -> bytes:
+        return self._io.read(n)
+
+    def __enter__(self) -> _BytesOpener:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._io.close()
+
+
+def endpoints(server) -> list[str]:
+    return [r.endpoint for r in server.requests]
+
+
+# --------------------------------------------------------------------------- tokens
+
+
+def test_pasted_token_uploads_and_creates(siro_server, monkeypatch):
+    conn = use_connection(monkeypatch, siro_server)
+    hook = SiroHook()
+    recording_id = upload_and_create(hook, title="Pasted token")
+
+    recording = siro_server.recordings[recording_id]
+    assert recording.body["title"] == "Pasted token"
+    assert recording.size == len(AUDIO)
+    import hashlib
+
+    assert recording.sha256 == hashlib.sha256(AUDIO).hexdigest()
+    assert endpoints(siro_server) == ["signed_urls", "upload_put", "create_recording"]
+    signed, put, create = siro_server.requests
+    assert signed.headers["x-siro-auth-token"] == conn["password"]
+    assert create.headers["x-siro-auth-token"] == conn["password"]
+    # The storage URL gets no Siro credential: its own query string is the credential.
+    assert "x-siro-auth-token" not in {k.lower() for k in put.headers}
+    assert "authorization" not in {k.lower() for k in put.headers}
+    for request in siro_server.requests:
+        assert request.headers["User-Agent"].startswith("airflow-provider-siro/")
+
+
+def test_minted_token_is_reused_across_calls_and_hooks(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server, oauth=True)
+    first = upload_and_create(SiroHook())
+    second = upload_and_create(SiroHook())
+    assert first != second
+    assert endpoints(siro_server).count("mint_token") == 1
+    mint = siro_server.requests[0]
+    assert mint.headers["Authorization"] == f"Bearer {siro_server.org_token}"
+    assert mint.json == {
+        "clientSecret": siro_server.client_secret,
+        "userId": siro_server.user_id,
+        "scope": "write",
+    }
+
+
+def test_minted_token_is_replaced_before_it_expires(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server, oauth=True)
+    # Pretend tokens live just past the refresh margin, so the cached one is already "due".
+    monkeypatch.setattr(siro_module, "TOKEN_LIFETIME", siro_module.TOKEN_REFRESH_MARGIN)
+    hook = SiroHook()
+    hook.get_signed_urls("mp3", 10)
+    hook.get_signed_urls("mp3", 10)
+    assert endpoints(siro_server).count("mint_token") == 2
+    assert all(r.status == 200 for r in siro_server.requests if r.endpoint == "signed_urls")
+
+
+def test_minted_token_refreshed_once_on_401(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server, oauth=True)
+    hook = SiroHook()
+    hook.get_signed_urls("mp3", 10)
+    siro_server.expire_tokens()
+    hook.get_signed_urls("mp3", 10)
+    assert endpoints(siro_server) == ["mint_token", "signed_urls", "signed_urls", "mint_token", "signed_urls"]
+    assert [r.status for r in siro_server.requests if r.endpoint == "signed_urls"] == [200, 401, 200]
+
+
+def test_pasted_token_401_is_a_clear_error_without_the_token(siro_server, monkeypatch):
+    conn = use_connection(monkeypatch, siro_server)
+    siro_server.expire_tokens()
+    with pytest.raises(SiroRejectedError) as info:
+        SiroHook().get_signed_urls("mp3", 10)
+    message = str(info.value)
+    assert "401" in message
+    assert "password" in message and "16 hours" in message
+    assert conn["password"] not in message
+    assert endpoints(siro_server) == ["signed_urls"]  # no mint, no blind retry
+
+
+def test_oauth_connection_missing_extras_fails_before_any_request(siro_server, monkeypatch):
+    conn = siro_server.connection(oauth=True)
+    del conn["extra"]["client_secret"]
+    monkeypatch.setenv("AIRFLOW_CONN_SIRO_DEFAULT", json.dumps(conn))
+    with pytest.raises(SiroValidationError, match="client_secret"):
+        SiroHook().get_signed_urls("mp3", 10)
+    assert siro_server.requests == []
+
+
+# --------------------------------------------------------------------------- retries
+
+
+@pytest.mark.parametrize("status", [429, 502, 503, 504])
+def test_retryable_statuses_are_retried(siro_server, monkeypatch, status):
+    use_connection(monkeypatch, siro_server)
+    siro_server.add_fault("signed_urls", status=status, times=2)
+    signed = SiroHook().get_signed_urls("wav", 100)
+    assert signed.upload_headers["Content-Type"] == "audio/wav"
+    assert [r.status for r in siro_server.requests] == [status, status, 200]
+
+
+def test_retry_budget_is_respected(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server, extras={"max_retries": 2})
+    siro_server.add_fault("signed_urls", status=503, times=None)
+    with pytest.raises(SiroApiError) as info:
+        SiroHook().get_signed_urls("mp3", 100)
+    assert info.value.status_code == 503
+    assert len(siro_server.requests) == 3
+
+
+def test_retry_after_is_honoured(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server)
+    siro_server.add_fault("signed_urls", status=429, retry_after=1)
+    SiroHook().get_signed_urls("mp3", 100)
+    first, second = siro_server.requests
+    assert first.status == 429 and second.status == 200
+    # retry_backoff is 0.01 s in these tests, so only Retry-After explains a wait of a second.
+    assert second.time - first.time >= 0.9
+
+
+def test_connection_drop_is_retried_for_safe_calls(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server)
+    siro_server.add_fault("signed_urls", drop="before")
+    SiroHook().get_signed_urls("mp3", 100)
+    assert [r.status for r in siro_server.requests] == [None, 200]
+
+
+def test_failed_put_restarts_from_the_first_byte(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server)
+    siro_server.add_fault("upload_put", drop="mid")
+    recording_id = upload_and_create(SiroHook())
+    import hashlib
+
+    assert siro_server.recordings[recording_id].sha256 == hashlib.sha256(AUDIO).hexdigest()
+    puts = [r for r in siro_server.requests if r.endpoint == "upload_put"]
+    assert len(puts) == 2 and puts[-1].body_size == len(AUDIO)
+
+
+def test_expired_signed_url_is_replaced(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server)
+    hook = SiroHook()
+    original = hook.get_signed_urls
+
+    def sign_then_expire(file_type: str, file_size: int):
+        signed = original(file_type, file_size)
+        siro_server.expire_signed_urls()  # expires between signing and the PUT
+        hook.get_signed_urls = original  # only the first one
+        return signed
+
+    hook.get_signed_urls = sign_then_expire
+    recording_id = upload_and_create(hook)
+    assert recording_id in siro_server.recordings
+    assert [(r.endpoint, r.status) for r in siro_server.requests] == [
+        ("signed_urls", 200),
+        ("upload_put", 400),
+        ("signed_urls", 200),
+        ("upload_put", 200),
+        ("create_recording", 201),
+    ]
+
+
+# --------------------------------------------------------------------------- no duplicates
+
+
+@pytest.mark.parametrize(
+    ("fault", "recordings_after"),
+    [
+        ({"status": 500, "acted": True}, 1),
+        ({"status": 502, "acted": True}, 1),
+        ({"status": 504, "acted": True}, 1),
+        ({"status": 503}, 0),
+        ({"drop": "after"}, 1),
+        ({"drop": "before"}, 0),
+    ],
+)
+def test_create_is_never_repeated_when_siro_may_have_acted(siro_server, monkeypatch, fault, recordings_after):
+    use_connection(monkeypatch, siro_server)
+    siro_server.add_fault("create_recording", **fault)
+    with pytest.raises(SiroAmbiguousCreateError) as info:
+        upload_and_create(SiroHook())
+    assert "may or may not exist" in str(info.value)
+    assert endpoints(siro_server).count("create_recording") == 1
+    assert len(siro_server.recordings) == recordings_after
+
+
+@pytest.mark.parametrize(("status", "retry_after"), [(429, None), (429, 0), (503, 0)])
+def test_create_is_retried_after_a_refusal(siro_server, monkeypatch, status, retry_after):
+    use_connection(monkeypatch, siro_server)
+    siro_server.add_fault("create_recording", status=status, retry_after=retry_after)
+    recording_id = upload_and_create(SiroHook())
+    assert list(siro_server.recordings) == [recording_id]
+    assert [r.status for r in siro_server.requests if r.endpoint == "create_recording"] == [status, 201]
+
+
+def test_create_is_retried_when_the_connection_was_never_made(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server, extras={"max_retries": 1})
+    hook = SiroHook()
+    download_url = hook.upload_audio(lambda: _BytesOpener(AUDIO), len(AUDIO), "mp3")
+    siro_server.stop()
+    with pytest.raises(SiroApiError) as info:
+        hook.create_recording(download_url, validate_recording_fields("mp3", user_id="u1"))
+    assert not isinstance(info.value, SiroAmbiguousCreateError)
+    assert "2 attempts" in str(info.value)
+
+
+# --------------------------------------------------------------------------- errors
+
+
+def test_422_lists_each_zod_issue(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server)
+    hook = SiroHook()
+    download_url = hook.upload_audio(lambda: _BytesOpener(AUDIO), len(AUDIO), "mp3")
+    fields = validate_recording_fields("mp3", user_id="u1")
+    # Bypass the provider's own validation to see how a server-side 422 is reported.
+    object.__setattr__(
+        fields, "values", {**fields.values, "crmObjects": [{"objectType": "Planet", "objectId": ""}]}
+    )
+    with pytest.raises(SiroRejectedError) as info:
+        hook.create_recording(download_url, fields)
+    assert info.value.status_code == 422
+    message = str(info.value)
+    assert "POST /v1/core/recordings/upload returned 422" in message
+    assert "crmObjects.0.objectType" in message
+    assert "?" not in message  # no signed URL query string
+
+
+def test_server_error_message_is_surfaced(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server)
+    with pytest.raises(SiroRejectedError) as info:
+        SiroHook().get_recording("does-not-exist")
+    assert info.value.status_code == 404
+    assert "Recording not found" in str(info.value)
+
+
+def test_plain_http_to_a_remote_host_is_refused(siro_server, monkeypatch):
+    conn = siro_server.connection()
+    conn["host"] = "http://siro.example.com"
+    monkeypatch.setenv("AIRFLOW_CONN_SIRO_DEFAULT", json.dumps(conn))
+    with pytest.raises(SiroValidationError, match=r"siro_default\.host: uses plain http://"):
+        SiroHook().get_signed_urls("mp3", 1)
+    conn["extra"] = {"allow_insecure_http": True}
+    monkeypatch.setenv("AIRFLOW_CONN_SIRO_DEFAULT", json.dumps(conn))
+    assert SiroHook().settings.api_url == "http://siro.example.com"
+
+
+def test_uri_form_connection(siro_server, monkeypatch):
+    token = siro_server.issue_access_token()
+    host_port = siro_server.url.removeprefix("http://")
+    monkeypatch.setenv("AIRFLOW_CONN_SIRO_DEFAULT", f"siro://:{token}@{host_port}/http?retry_backoff=0.01")
+    hook = SiroHook()
+    assert hook.settings.api_url == siro_server.url
+    assert hook.get_signed_urls("aac", 5).upload_headers["Content-Type"] == "audio/aac"
+
+
+def test_newer_field_names_switch(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server, extras={"newer_field_names": True})
+    recording_id = upload_and_create(SiroHook(), customer_name="Ada", customer_phone="+15551234567")
+    body = siro_server.recordings[recording_id].body
+    assert "fileUrl" in body and "downloadUrl" not in body
+    assert body["contactName"] == "Ada" and body["contactPhone"] == "+15551234567"
+    assert "customerName" not in body
+
+
+def test_recording_id_from_newer_response_shape(monkeypatch):
+    from airflow_provider_siro.testing import OfflineSiro
+
+    with OfflineSiro(response_id_key="recordingId") as server:
+        use_connection(monkeypatch, server)
+        recording_id = upload_and_create(SiroHook())
+        assert recording_id in server.recordings
+
+
+def test_list_integration_connections(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server, oauth=True)
+    connections = SiroHook().list_integration_connections()
+    assert siro_server.integration_connection_id in [c["id"] for c in connections]
+
+
+# --------------------------------------------------------------------------- secrets
+
+
+def test_secrets_are_registered_with_airflows_masker(siro_server, monkeypatch):
+    from airflow.sdk._shared.secrets_masker import redact
+
+    use_connection(monkeypatch, siro_server, oauth=True)
+    hook = SiroHook()
+    signed = hook.get_signed_urls("mp3", 10)
+    token = hook.get_access_token()
+    signature = dict(pair.split("=", 1) for pair in signed.upload_url.split("?", 1)[1].split("&"))[
+        "X-Goog-Signature"
+    ]
+    line = f"token={token} org={siro_server.org_token} secret={siro_server.client_secret} url={signed.upload_url}"
+    redacted = redact(line)
+    for secret in (token, siro_server.org_token, siro_server.client_secret, signature):
+        assert secret not in redacted
+    assert "X-Goog-Signature" not in repr(signed)
+
+
+def test_upload_streams_a_file_from_disk(siro_server, monkeypatch, tmp_path: Path):
+    use_connection(monkeypatch, siro_server, extras={"upload_chunk_size": 65536})
+    audio = tmp_path / "call.wav"
+    audio.write_bytes(b"RIFF" + bytes(range(251)) * 4000)
+    hook = SiroHook()
+    download_url = hook.upload_audio(lambda: audio.open("rb"), audio.stat().st_size, "wav")
+    recording_id = hook.create_recording(
+        download_url, validate_recording_fields("wav", user_phone="+1 555 123 4567")
+    )
+    import hashlib
+
+    assert siro_server.recordings[recording_id].sha256 == hashlib.sha256(audio.read_bytes()).hexdigest()
