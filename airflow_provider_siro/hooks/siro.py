@@ -924,7 +924,8 @@ class SiroAsyncHook(SiroHook):
                 return response
             if status == 401 and settings.uses_oauth and not refreshed:
                 self.log.info("Siro answered 401; minting a new access token and trying once more")
-                self._forget_token()
+                # The token cache's lock may be held by a thread that is minting: wait for it off the loop.
+                await asyncio.to_thread(self._forget_token)
                 refreshed = True
                 continue
             if status in RETRY_STATUSES and attempt < settings.max_retries:
