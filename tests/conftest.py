@@ -53,7 +53,7 @@ def airflow_db() -> Path:
 @pytest.fixture(scope="session")
 def dagbag(airflow_db: Path) -> Any:
     """The DAGs folder parsed once; a test asserts no import errors before relying on it."""
-    from airflow.models.dagbag import DagBag
+    from airflow.dag_processing.dagbag import DagBag
 
     return DagBag(str(DAGS_FOLDER))
 
