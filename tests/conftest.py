@@ -63,9 +63,15 @@ def run_dag(dagbag: Any) -> Iterator[Any]:
     """Run a DAG of the DAGs folder with ``dag.test()`` and return its DagRun."""
 
     def run(dag_id: str, conf: dict[str, Any] | None = None, **kwargs: Any) -> Any:
+        from airflow.dag_processing.dagbag import DagBag
+
         assert not dagbag.import_errors, dagbag.import_errors
-        dag = dagbag.get_dag(dag_id)
-        assert dag is not None, f"no DAG {dag_id!r} in {DAGS_FOLDER}"
+        known = dagbag.get_dag(dag_id)
+        assert known is not None, f"no DAG {dag_id!r} in {DAGS_FOLDER}"
+        # dag.test() runs tasks in this process and rendering overwrites a task's templated attributes
+        # with their values, so a DAG object serves one run only: parse its file afresh, as a worker
+        # does for every task.
+        dag = DagBag(known.fileloc).get_dag(dag_id)
         return dag.test(run_conf=conf, **kwargs)
 
     yield run

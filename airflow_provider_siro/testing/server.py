@@ -650,6 +650,8 @@ class _Handler(BaseHTTPRequestHandler):
             data, content_type = b"", "text/plain"
         else:
             data, content_type = json.dumps(payload).encode(), "application/json"
+        self._status = status
+        self._commit()
         self.send_response(status)
         self.send_header("Content-Type", content_type)
         self.send_header("Content-Length", str(len(data)))
@@ -657,7 +659,6 @@ class _Handler(BaseHTTPRequestHandler):
             self.send_header("Retry-After", str(retry_after))
         self.end_headers()
         self.wfile.write(data)
-        self._status = status
 
     def _error(self, status: int, message: str, retry_after: int | None = None) -> None:
         self._send(status, {"error": message}, retry_after=retry_after)
@@ -667,10 +668,11 @@ class _Handler(BaseHTTPRequestHandler):
         self._send(status, xml=xml)
 
     def _drop(self) -> None:
+        self._status = None
+        self._commit()
         self.close_connection = True
         with contextlib.suppress(OSError):
             self.connection.shutdown(socket.SHUT_RDWR)
-        self._status = None
 
     def _read_body(self) -> bytes:
         length = int(self.headers.get("Content-Length") or 0)
@@ -694,27 +696,33 @@ class _Handler(BaseHTTPRequestHandler):
         self._status: int | None = None
         self._json: Any = None
         self._body_size = 0
-        arrived = time.monotonic()
         fault = siro._take_fault(endpoint) if endpoint != "unknown" else None
+        self._pending: RecordedRequest | None = RecordedRequest(
+            endpoint=endpoint,
+            method=method,
+            path=path,
+            headers=headers,
+            json=None,
+            body_size=0,
+            status=None,
+            fault=fault.kind if fault else None,
+            time=time.monotonic(),
+        )
         try:
             self._handle(endpoint, match, method, query, headers, fault)
         except _Drop:
             self._drop()
         except (ConnectionError, TimeoutError):
             self.close_connection = True
-        siro._record(
-            RecordedRequest(
-                endpoint=endpoint,
-                method=method,
-                path=path,
-                headers=headers,
-                json=self._json,
-                body_size=self._body_size,
-                status=self._status,
-                fault=fault.kind if fault else None,
-                time=arrived,
-            )
-        )
+        self._commit()
+
+    def _commit(self) -> None:
+        """Log the request, once, before its answer leaves: a client that has the answer must find
+        the request in the log."""
+        entry, self._pending = self._pending, None
+        if entry is not None:
+            entry.json, entry.body_size, entry.status = self._json, self._body_size, self._status
+            self.server_state._record(entry)
 
     def _handle(
         self,
@@ -1101,12 +1109,13 @@ class _Handler(BaseHTTPRequestHandler):
         if not obj.uploaded or obj.data is None:
             self._gcs_error(404, "NoSuchKey", "The object is not stored in full by the offline server")
             return
+        self._status = 200
+        self._commit()
         self.send_response(200)
         self.send_header("Content-Type", obj.content_type)
         self.send_header("Content-Length", str(len(obj.data)))
         self.end_headers()
         self.wfile.write(obj.data)
-        self._status = 200
 
     # ------------------------------------------------------------------ control endpoints
     def _control(self, method: str, path: str) -> None:

@@ -1,0 +1,61 @@
+"""Example: upload every call a storage sync delivered, in parallel, and collect the recording IDs.
+
+A phone system (or an rclone/S3 sync task) drops audio into a folder or bucket. ``list_new_audio``
+lists it through Airflow's object storage, so ``source_folder`` may be a local path, ``file://`` or any
+scheme a provider registers (``s3://bucket/calls/``, ``gs://...``; set ``SOURCE_CONN_ID``). One mapped
+upload task per file streams it to Siro; ``collect`` receives every recording ID.
+"""
+
+from __future__ import annotations
+
+import pendulum
+from airflow.sdk import DAG, Param, task
+
+from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
+
+AUDIO_SUFFIXES = (".mp3", ".wav", ".aac")
+SOURCE_CONN_ID: str | None = None  # e.g. "aws_default" when source_folder is an s3:// URL
+
+with DAG(
+    dag_id="siro_storage_sync",
+    description="List the audio a sync step delivered and upload each file to Siro in parallel",
+    schedule="@hourly",
+    start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
+    catchup=False,
+    max_active_runs=1,
+    tags=["siro", "example"],
+    params={
+        "source_folder": Param("/tmp/siro-call-inbox", type="string", description="folder or bucket URL"),
+        "user_email": Param("rep@example.com", type="string"),
+    },
+) as dag:
+
+    @task
+    def list_new_audio(source_folder: str) -> list[str]:
+        """Every audio file in the folder, as URLs/paths the upload task can open."""
+        from airflow.sdk import ObjectStoragePath
+
+        folder = ObjectStoragePath(source_folder, conn_id=SOURCE_CONN_ID)
+        found = sorted(str(p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
+        print(f"{len(found)} audio file(s) in {source_folder}")
+        return found
+
+    sources = list_new_audio("{{ params.source_folder }}")
+
+    upload = SiroUploadRecordingOperator.partial(
+        task_id="upload_recording",
+        source_conn_id=SOURCE_CONN_ID,
+        user_email="{{ params.user_email }}",
+        title="{{ task.source_path.rsplit('/', 1)[-1] }} ({{ ds }})",
+        date_created="{{ data_interval_end }}",
+        max_active_tis_per_dagrun=4,
+    ).expand(source_path=sources)
+
+    @task
+    def collect(recording_ids: list[str]) -> list[str]:
+        """Stands in for what comes next: a CRM write-back, a report, a sensor per recording."""
+        ids = list(recording_ids)
+        print(f"Created {len(ids)} Siro recording(s): {ids}")
+        return ids
+
+    collect(upload.output)
