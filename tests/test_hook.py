@@ -367,3 +367,22 @@ def test_upload_streams_a_file_from_disk(siro_server, monkeypatch, tmp_path: Pat
     import hashlib
 
     assert siro_server.recordings[recording_id].sha256 == hashlib.sha256(audio.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize(("interval", "expect_lines"), [(0.0, True), (3600.0, False)])
+def test_upload_progress_is_logged_on_a_clock_not_per_chunk(
+    siro_server, monkeypatch, capfd, interval, expect_lines
+):
+    use_connection(
+        monkeypatch, siro_server, extras={"upload_chunk_size": 65536, "progress_interval": interval}
+    )
+    audio = bytes(range(256)) * 4096  # 1 MiB: 16 chunks
+    capfd.readouterr()
+    SiroHook().upload_audio(lambda: _BytesOpener(audio), len(audio), "mp3", label="big-call.mp3")
+    out = capfd.readouterr().out
+    lines = [line for line in out.splitlines() if "Uploading big-call.mp3:" in line]
+    if expect_lines:  # an interval of 0 reports after every chunk but the last
+        assert len(lines) == 15
+        assert "64.0 KiB of 1.0 MiB (6%) at " in lines[0] and "MB/s" in lines[0]
+    else:  # a fast upload inside one interval reports nothing, however many chunks it has
+        assert lines == []
