@@ -14,7 +14,7 @@ from airflow.sdk import DAG, Param, task
 from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
 
 AUDIO_SUFFIXES = (".mp3", ".wav", ".aac")
-SOURCE_CONN_ID: str | None = None  # e.g. "aws_default" when source_folder is an s3:// URL
+SOURCE_CONN_ID = "aws_default"  # the object storage connection for s3:// folders; unused for local ones
 
 with DAG(
     dag_id="siro_storage_sync",
