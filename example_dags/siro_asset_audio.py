@@ -2,8 +2,13 @@
 
 ``siro_call_audio_sync`` stands in for the DAG that copies calls out of a phone system; each time it
 lands a file it updates the ``call_audio`` asset and names the file in the event's ``extra``.
-``siro_upload_new_call_audio`` is scheduled on that asset and uploads the file the event names. A
-manual run of the upload DAG may name a file with the ``source_path`` param instead.
+``siro_upload_new_call_audio`` is scheduled on that asset and uploads every file the triggering events
+name: when several calls land before the scheduler starts a run, that one run consumes all of their
+events, so it maps one upload task over them rather than reading only the newest. A manual run may
+name a file with the ``source_path`` param instead.
+
+An asset-triggered run has no logical date, so the upload DAG's templates use ``dag_run.run_after``
+(when the run was due) instead of ``ds``, ``ts`` or ``data_interval_end``, which are undefined there.
 """
 
 from __future__ import annotations
@@ -36,7 +41,7 @@ with DAG(
 
 with DAG(
     dag_id="siro_upload_new_call_audio",
-    description="Upload the call file named by each call_audio asset event to Siro",
+    description="Upload the call files named by the call_audio asset events that triggered the run",
     schedule=[CALL_AUDIO],
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
@@ -45,19 +50,24 @@ with DAG(
 ):
 
     @task
-    def file_from_event(*, triggering_asset_events=None, params=None) -> str:
-        """The newest event's ``source_path``; a manual run's ``source_path`` param otherwise."""
+    def files_from_events(*, triggering_asset_events=None, params=None) -> list[str]:
+        """The ``source_path`` of every triggering event, oldest first, each once; a manual run's
+        ``source_path`` param when no event triggered the run."""
         events = [event for batch in (triggering_asset_events or {}).values() for event in batch]
-        if events:
-            return str(events[-1].extra["source_path"])
-        if params and params.get("source_path"):
-            return str(params["source_path"])
-        raise ValueError("no call_audio asset event and no source_path param: nothing to upload")
+        files: list[str] = []
+        for event in sorted(events, key=lambda event: event.timestamp):  # not ordered as delivered
+            path = str(event.extra["source_path"])
+            if path not in files:
+                files.append(path)
+        if not files and params and params.get("source_path"):
+            files.append(str(params["source_path"]))
+        if not files:
+            raise ValueError("no call_audio asset event and no source_path param: nothing to upload")
+        return files
 
-    SiroUploadRecordingOperator(
+    SiroUploadRecordingOperator.partial(
         task_id="upload_recording",
-        source_path=file_from_event(),
         user_email="rep@example.com",
-        title="New call {{ ts }}",
+        title="{{ task.source_path.rsplit('/', 1)[-1] }} (synced {{ dag_run.run_after | ds }})",
         date_created="{{ dag_run.run_after }}",
-    )
+    ).expand(source_path=files_from_events())

@@ -46,8 +46,10 @@ with DAG(
         task_id="upload_recording",
         source_conn_id=SOURCE_CONN_ID,
         user_email="{{ params.user_email }}",
-        title="{{ task.source_path.rsplit('/', 1)[-1] }} ({{ ds }})",
-        date_created="{{ data_interval_end }}",
+        title="{{ task.source_path.rsplit('/', 1)[-1] }} (synced {{ dag_run.run_after | ds }})",
+        # The end of the sync window the call landed in. A manual run started without a logical date
+        # has no data interval, hence the fallback to when the run was due.
+        date_created="{{ data_interval_end | default(dag_run.run_after) }}",
         max_active_tis_per_dagrun=4,
     ).expand(source_path=sources)
 

@@ -32,10 +32,10 @@ with DAG(
         task_id="upload_recording",
         download_url="{{ params.download_url }}",
         file_type="wav",
-        title="Discovery call {{ ds }} ({{ dag_run.run_id }})",
+        title="Discovery call {{ (dag_run.logical_date or dag_run.run_after) | ds }} ({{ dag_run.run_id }})",
         user_email="{{ params.user_email }}",
         # A manual run in Airflow 3 may have no logical date; run_after always exists.
-        date_created="{{ data_interval_end or dag_run.run_after }}",
+        date_created="{{ data_interval_end | default(dag_run.run_after) }}",
     )
 
     @task

@@ -1,61 +1,74 @@
 """Audio from non-local object storage: an s3:// bucket (moto's S3 on 127.0.0.1) through Airflow's
-ObjectStoragePath, uploaded by the storage-sync example's mapped tasks."""
+ObjectStoragePath, uploaded by the upload operator and by the storage-sync example's mapped tasks.
+
+One moto server serves the whole module: Airflow caches an object store per connection id for the life
+of the process (as a worker does), so every test that uses ``aws_default`` must see the same endpoint.
+Each test works under its own key prefix.
+"""
 
 from __future__ import annotations
 
 import hashlib
 import json
 import os
+import socket
 from collections.abc import Iterator
+from datetime import UTC
 from typing import Any
 
 import pytest
 
+from airflow_provider_siro.exceptions import SiroValidationError
+from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
 
-@pytest.fixture
-def s3_bucket(monkeypatch: pytest.MonkeyPatch) -> Iterator[Any]:
+
+def aws_connection(endpoint: str) -> str:
+    return json.dumps(
+        {
+            "conn_type": "aws",
+            "login": "testing",
+            "password": "testing",
+            "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
+        }
+    )
+
+
+@pytest.fixture(scope="module")
+def s3_bucket() -> Iterator[Any]:
     """A moto S3 server on 127.0.0.1 with bucket ``calls``; ``aws_default`` points at it."""
     import boto3
     from moto.server import ThreadedMotoServer
 
-    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
-        monkeypatch.delenv(name, raising=False)
     server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
     endpoint = f"http://{host}:{port}"
-    monkeypatch.setenv(
-        "AIRFLOW_CONN_AWS_DEFAULT",
-        json.dumps(
-            {
-                "conn_type": "aws",
-                "login": "testing",
-                "password": "testing",
-                "extra": {"endpoint_url": endpoint, "region_name": "us-east-1"},
-            }
-        ),
-    )
-    client = boto3.client(
-        "s3",
-        endpoint_url=endpoint,
-        aws_access_key_id="testing",
-        aws_secret_access_key="testing",
-        region_name="us-east-1",
-    )
-    client.create_bucket(Bucket="calls")
-    try:
-        yield client
-    finally:
-        server.stop()
+    with pytest.MonkeyPatch.context() as env:
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+            env.delenv(name, raising=False)
+        env.setenv("AIRFLOW_CONN_AWS_DEFAULT", aws_connection(endpoint))
+        client = boto3.client(
+            "s3",
+            endpoint_url=endpoint,
+            aws_access_key_id="testing",
+            aws_secret_access_key="testing",
+            region_name="us-east-1",
+        )
+        client.create_bucket(Bucket="calls")
+        try:
+            yield client
+        finally:
+            server.stop()
 
 
 def test_storage_sync_example_uploads_from_an_s3_bucket(s3_bucket, siro_server, siro_connection, run_dag):
-    sources = {f"inbox/call-{i}.mp3": os.urandom(200_000 + i) for i in range(3)}
+    sources = {f"sync/call-{i}.mp3": os.urandom(200_000 + i) for i in range(3)}
     for key, data in sources.items():
         s3_bucket.put_object(Bucket="calls", Key=key, Body=data)
-    s3_bucket.put_object(Bucket="calls", Key="inbox/readme.txt", Body=b"not audio")
+    s3_bucket.put_object(Bucket="calls", Key="sync/readme.txt", Body=b"not audio")
 
-    dag_run = run_dag("siro_storage_sync", {"source_folder": "s3://calls/inbox/"})
+    # A manual run without a logical date: the example dates the calls by when the run was due.
+    dag_run = run_dag("siro_storage_sync", {"source_folder": "s3://calls/sync/"}, logical_date=None)
 
     assert dag_run.state == "success"
     collect = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "collect")
@@ -65,17 +78,79 @@ def test_storage_sync_example_uploads_from_an_s3_bucket(s3_bucket, siro_server, 
     assert received == {
         key.rsplit("/", 1)[1]: hashlib.sha256(data).hexdigest() for key, data in sources.items()
     }
+    run_after = dag_run.run_after.astimezone(UTC)
+    fraction = f".{run_after.microsecond:06d}" if run_after.microsecond else ""
+    assert {r.body["dateCreated"] for r in siro_server.recordings.values()} == {
+        f"{run_after:%Y-%m-%dT%H:%M:%S}{fraction}Z"
+    }
 
 
-def test_missing_s3_object_fails_before_anything_reaches_siro(
+def test_upload_of_one_s3_object_named_by_url_and_source_conn_id(
     s3_bucket, siro_server, siro_connection, run_dag
 ):
-    from airflow_provider_siro.exceptions import SiroValidationError
-    from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
+    data = os.urandom(1_500_000)
+    s3_bucket.put_object(Bucket="calls", Key="direct/call.wav", Body=data)
 
-    operator = SiroUploadRecordingOperator(
-        task_id="upload", source_path="s3://calls/nope/call.mp3", user_email="ae@acme.io"
+    # The test DAG passes source_conn_id="aws_default"; the URL names no connection.
+    dag_run = run_dag(
+        "siro_test_upload_params", {"source_path": "s3://calls/direct/call.wav", "user_id": "u-1"}
     )
-    with pytest.raises(SiroValidationError, match=r"source_path: 's3://calls/nope/call.mp3' does not exist"):
+
+    assert dag_run.state == "success"
+    (recording,) = siro_server.recordings.values()
+    upload = next(ti for ti in dag_run.get_task_instances() if ti.task_id == "upload")
+    assert upload.xcom_pull(task_ids="upload") == recording.id
+    assert recording.sha256 == hashlib.sha256(data).hexdigest()
+    assert [r.json for r in siro_server.requests if r.endpoint == "signed_urls"] == [
+        {"fileType": "wav", "fileSize": 1_500_000}
+    ]
+    assert recording.body["fileType"] == "wav"
+
+
+@pytest.mark.parametrize(
+    ("key", "message"),
+    [
+        ("missing/call.mp3", "source_path: 's3://calls/missing/call.mp3' does not exist"),
+        ("folder.mp3", "source_path: 's3://calls/folder.mp3' is not a file"),
+        ("empty/call.mp3", "source_path: 's3://calls/empty/call.mp3' is empty (0 bytes)"),
+    ],
+)
+def test_a_bad_s3_source_fails_before_anything_reaches_siro(
+    s3_bucket, siro_server, siro_connection, key, message
+):
+    s3_bucket.put_object(Bucket="calls", Key="folder.mp3/inside.mp3", Body=b"x")
+    s3_bucket.put_object(Bucket="calls", Key="empty/call.mp3", Body=b"")
+    operator = SiroUploadRecordingOperator(
+        task_id="upload",
+        source_path=f"s3://calls/{key}",
+        source_conn_id="aws_default",
+        user_email="ae@acme.io",
+    )
+
+    with pytest.raises(SiroValidationError) as raised:
         operator.execute(context={})
+
+    assert str(raised.value) == message
+    assert siro_server.requests == []
+
+
+def test_an_unreachable_store_is_not_mistaken_for_a_missing_file(siro_server, siro_connection, monkeypatch):
+    """A network failure is worth a retry; "does not exist" (no retry) would be wrong."""
+    with socket.socket() as probe:  # a port on 127.0.0.1 that nothing listens on
+        probe.bind(("127.0.0.1", 0))
+        closed = probe.getsockname()[1]
+    # Its own connection id: Airflow caches the store of aws_default with the live endpoint.
+    monkeypatch.setenv("AIRFLOW_CONN_S3_UNREACHABLE", aws_connection(f"http://127.0.0.1:{closed}"))
+    operator = SiroUploadRecordingOperator(
+        task_id="upload",
+        source_path="s3://calls/direct/call.wav",
+        source_conn_id="s3_unreachable",
+        user_email="ae@acme.io",
+    )
+
+    with pytest.raises(Exception) as raised:
+        operator.execute(context={})
+
+    assert not isinstance(raised.value, SiroValidationError)
+    assert "Could not connect to the endpoint URL" in str(raised.value)
     assert siro_server.requests == []

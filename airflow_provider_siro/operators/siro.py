@@ -7,8 +7,9 @@ it ``requests``) and Airflow's object storage are imported inside ``execute``, n
 from __future__ import annotations
 
 import os
+import stat
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -51,6 +52,24 @@ _FIELD_ARGS = (
 )
 
 
+def _source_path_text(source_path: Any) -> Any:
+    """A path object as the string the operator renders and validates; anything else unchanged.
+
+    An ``ObjectStoragePath`` has no file-system path (``os.fspath`` refuses it); its ``str()`` is its
+    URL with the connection in it (``s3://aws_default@bucket/key.mp3``), which ``_open_source`` reads
+    back. Strings, templates and ``XComArg``s are left alone.
+    """
+    if source_path is None or isinstance(source_path, str):
+        return source_path
+    if isinstance(source_path, os.PathLike):
+        return os.fspath(source_path)
+    from airflow.sdk import ObjectStoragePath
+
+    if isinstance(source_path, ObjectStoragePath):
+        return str(source_path)
+    return source_path
+
+
 class SiroUploadRecordingOperator(BaseOperator):
     """
     Create a Siro recording from audio, uploading it first when it is not in Siro yet.
@@ -66,8 +85,8 @@ class SiroUploadRecordingOperator(BaseOperator):
 
     :param siro_conn_id: the ``siro`` connection to use.
     :param download_url: the ``downloadUrl`` of a previous signed-URL upload. (templated)
-    :param source_path: audio to upload: a local path, ``file://`` URL, or any URL Airflow's object
-        storage understands (``s3://``, ``gs://``, ...). (templated)
+    :param source_path: audio to upload: a local path, ``file://`` URL, any URL Airflow's object
+        storage understands (``s3://``, ``gs://``, ...), or an ``ObjectStoragePath``. (templated)
     :param source_conn_id: the connection object storage uses for ``source_path``.
     :param file_type: ``mp3``, ``aac`` or ``wav``; inferred from the source's extension when omitted,
         and checked against it when given. (templated)
@@ -143,7 +162,7 @@ class SiroUploadRecordingOperator(BaseOperator):
             )
         self.siro_conn_id = siro_conn_id
         self.download_url = download_url
-        self.source_path = os.fspath(source_path) if isinstance(source_path, os.PathLike) else source_path
+        self.source_path = _source_path_text(source_path)
         self.source_conn_id = source_conn_id
         self.file_type = file_type
         self.title = title
@@ -175,11 +194,23 @@ class SiroUploadRecordingOperator(BaseOperator):
 
         return SiroHook(siro_conn_id=self.siro_conn_id)
 
-    def render_template_fields(self, context: Context, jinja_env: Any = None) -> None:
-        """Render, then mask a rendered ``download_url``'s query string: for a signed URL it is a
-        credential, and Airflow stores rendered fields for the UI (it redacts registered secrets)."""
-        super().render_template_fields(context, jinja_env)
-        if isinstance(self.download_url, str) and urlsplit(self.download_url).query:
+    def _do_render_template_fields(
+        self,
+        parent: Any,
+        template_fields: Iterable[str],
+        context: Context,
+        jinja_env: Any,
+        seen_oids: set[int],
+    ) -> None:
+        """Render, then mask a rendered ``download_url``'s query string.
+
+        For a signed URL the query string is a credential, and Airflow stores rendered fields for the
+        UI, redacting only registered secrets. The hook is ``_do_render_template_fields`` rather than
+        ``render_template_fields`` because a mapped task (``.expand(download_url=...)``) is rendered
+        through this method alone.
+        """
+        super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
+        if parent is self and isinstance(self.download_url, str) and urlsplit(self.download_url).query:
             from airflow.sdk.log import mask_secret
 
             mask_secret(urlsplit(self.download_url).query)
@@ -230,15 +261,20 @@ class SiroUploadRecordingOperator(BaseOperator):
 
             try:
                 path = ObjectStoragePath(source, conn_id=self.source_conn_id)
-                if not path.is_file():
-                    raise SiroValidationError("source_path", f"{source!r} does not exist or is not a file")
-                size = path.stat().st_size
-            except SiroValidationError:
-                raise
             except ValueError as exc:  # e.g. "No filesystem registered for scheme s3"
                 raise SiroValidationError(
                     "source_path", f"{source!r} cannot be opened by Airflow's object storage: {exc}"
                 ) from None
+            # stat(), not is_file(): fsspec's is_file() answers False for any error, so a store that is
+            # unreachable would pass for a missing file and fail the task without a retry. Here only a
+            # missing object is bad input; any other error propagates and Airflow's retries apply.
+            try:
+                info = path.stat()
+            except FileNotFoundError:
+                raise SiroValidationError("source_path", f"{source!r} does not exist") from None
+            if not stat.S_ISREG(info.st_mode):
+                raise SiroValidationError("source_path", f"{source!r} is not a file")
+            size = info.st_size
 
             def open_remote() -> IO[bytes]:
                 return path.open("rb")

@@ -657,6 +657,9 @@ class _Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         if retry_after is not None:
             self.send_header("Retry-After", str(retry_after))
+        if self.close_connection:
+            # Closing after this answer: say so, or a keep-alive client reuses the socket and fails.
+            self.send_header("Connection", "close")
         self.end_headers()
         self.wfile.write(data)
 
@@ -1101,7 +1104,11 @@ class _Handler(BaseHTTPRequestHandler):
     ) -> None:
         siro = self.server_state
         name = match.group(1)
-        if siro._check_signature("GET", name, query):
+        problem = siro._check_signature("GET", name, query)
+        if problem == "ExpiredToken":
+            self._gcs_error(400, "ExpiredToken", "Invalid argument: the signed URL has expired")
+            return
+        if problem:
             self._gcs_error(403, "SignatureDoesNotMatch", "Invalid signature")
             return
         with siro._lock:
@@ -1173,7 +1180,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print("Point Airflow at it with a pasted access token:")
     print(f"  export AIRFLOW_CONN_SIRO_DEFAULT='{json.dumps(server.connection(token=token))}'")
     print("or with the OAuth app it knows:")
-    print(f"  export AIRFLOW_CONN_SIRO_DEFAULT='{json.dumps(server.connection(oauth=True))}'")
+    print(f"  export AIRFLOW_CONN_SIRO_DEFAULT='{json.dumps(server.connection(oauth=True))}'", flush=True)
     try:
         while True:
             time.sleep(3600)

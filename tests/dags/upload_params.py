@@ -34,10 +34,11 @@ with DAG(
     catchup=False,
     render_template_as_native_obj=True,
     default_args={"retries": 2, "retry_delay": timedelta(seconds=0)},
-    params={"source_path": None, "source_conn_id": None, **dict.fromkeys(FIELDS)},
+    params={"source_path": None, **dict.fromkeys(FIELDS)},
 ):
     SiroUploadRecordingOperator(
         task_id="upload",
         source_path="{{ params.source_path }}",
+        source_conn_id="aws_default",  # object storage's connection for s3:// sources; local paths ignore it
         **{name: "{{ params.%s }}" % name for name in FIELDS},  # noqa: UP031 - Jinja, not Python, formatting
     )

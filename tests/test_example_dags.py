@@ -1,0 +1,203 @@
+"""The example DAGs: each parses in a real DagBag and runs end to end (``dag.test()``) against the offline
+Siro server over HTTP. The s3:// variant of the storage-sync example is in test_object_storage.py."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pendulum
+import pytest
+from upload_support import endpoints, return_value, task_instances, upload_out_of_band, write_audio
+
+EXAMPLE_DAGS = Path(__file__).resolve().parents[1] / "example_dags"
+
+
+def utc_z(moment: Any) -> str:
+    """``moment`` as the provider sends a ``dateCreated``: RFC 3339 in UTC, microseconds only if any."""
+    utc = pendulum.instance(moment).in_timezone("UTC")
+    fraction = f".{utc.microsecond:06d}" if utc.microsecond else ""
+    return f"{utc:%Y-%m-%dT%H:%M:%S}{fraction}Z"
+
+
+def test_example_dags_parse_in_a_real_dagbag(airflow_db):
+    from airflow.dag_processing.dagbag import DagBag
+
+    dagbag = DagBag(str(EXAMPLE_DAGS))
+
+    assert dagbag.import_errors == {}
+    assert set(dagbag.dag_ids) == {
+        "siro_upload_from_download_url",
+        "siro_storage_sync",
+        "siro_call_audio_sync",
+        "siro_upload_new_call_audio",
+    }
+    # The producer's task updates the asset the upload DAG is scheduled on.
+    producer = dagbag.get_dag("siro_call_audio_sync").get_task("announce_new_audio")
+    consumer = dagbag.get_dag("siro_upload_new_call_audio")
+    assert [asset.name for asset in producer.outlets] == ["call_audio"]
+    assert [asset.name for asset in consumer.timetable.asset_condition.objects] == ["call_audio"]
+
+
+def test_upload_from_download_url(siro_server, siro_connection, run_dag):
+    audio = os.urandom(40_000)
+    download_url = upload_out_of_band(siro_server, audio, "wav")
+    logical_date = pendulum.datetime(2026, 3, 2, 14, 5, tz="UTC")
+
+    dag_run = run_dag(
+        "siro_upload_from_download_url",
+        {"download_url": download_url, "user_email": "ae@acme.io"},
+        logical_date=logical_date,
+    )
+
+    assert dag_run.state == "success"
+    recording_id = return_value(dag_run, "upload_recording")
+    assert return_value(dag_run, "announce") == recording_id  # upload.output fed the next task
+    assert endpoints(siro_server) == ["create_recording"]
+    recording = siro_server.recordings[recording_id]
+    assert recording.sha256 == hashlib.sha256(audio).hexdigest()
+    assert recording.body == {
+        "downloadUrl": download_url,
+        "fileType": "wav",
+        "title": f"Discovery call 2026-03-02 ({dag_run.run_id})",
+        "userEmail": "ae@acme.io",
+        "dateCreated": utc_z(dag_run.data_interval_end),
+    }
+
+
+def test_storage_sync_uploads_every_file_in_parallel_and_collects_the_ids(
+    siro_server, siro_connection, run_dag, tmp_path
+):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    digests = {
+        name: write_audio(inbox / name, 30_000 + i) for i, name in enumerate(["a.mp3", "b.wav", "c.aac"])
+    }
+    (inbox / "notes.txt").write_text("not audio")
+
+    # As the scheduler starts the hourly run for 15:00: logical date, data interval end and run_after
+    # are all 15:00.
+    due = pendulum.datetime(2026, 3, 2, 15, 0, tz="UTC")
+    dag_run = run_dag("siro_storage_sync", {"source_folder": str(inbox)}, logical_date=due, run_after=due)
+
+    assert dag_run.state == "success"
+    tis = task_instances(dag_run)
+    assert sorted(index for task_id, index in tis if task_id == "upload_recording") == [0, 1, 2]
+    ids = return_value(dag_run, "collect")
+    assert sorted(ids) == sorted(siro_server.recordings)
+    by_file = {
+        recording.body["title"].split(" ")[0]: recording for recording in siro_server.recordings.values()
+    }
+    assert set(by_file) == set(digests)
+    for name, recording in by_file.items():
+        assert recording.sha256 == digests[name], name
+        assert recording.file_type == name.rsplit(".", 1)[1]
+        assert recording.body == {
+            "downloadUrl": recording.body["downloadUrl"],
+            "fileType": name.rsplit(".", 1)[1],
+            "title": f"{name} (synced 2026-03-02)",
+            "userEmail": "rep@example.com",
+            "dateCreated": utc_z(dag_run.data_interval_end),
+        }
+    signed = [r.json for r in siro_server.requests if r.endpoint == "signed_urls"]
+    assert sorted(body["fileSize"] for body in signed) == [30_000, 30_001, 30_002]
+    puts = [r.body_size for r in siro_server.requests if r.endpoint == "upload_put"]
+    assert sorted(puts) == [30_000, 30_001, 30_002]
+
+
+CONSUMER = "siro_upload_new_call_audio"
+
+
+@pytest.fixture
+def switch_on_consumer() -> Iterator[Callable[[], None]]:
+    """Unpause the asset-scheduled upload DAG, as a user does to switch it on; pause it again after.
+
+    Airflow queues a run for an asset event only for unpaused DAGs (new DAGs start paused). The DAG has
+    to be in the metadata DB first; ``dag.test()`` of any DAG in the folder puts it there.
+    """
+    from airflow.models.asset import AssetDagRunQueue
+    from airflow.models.dag import DagModel
+    from airflow.utils.session import create_session
+    from sqlalchemy import delete, update
+
+    def set_paused(paused: bool) -> None:
+        with create_session() as session:
+            changed = session.execute(
+                update(DagModel).where(DagModel.dag_id == CONSUMER).values(is_paused=paused)
+            ).rowcount
+            assert changed == 1, f"{CONSUMER} is not in the metadata DB yet"
+
+    yield lambda: set_paused(False)
+    set_paused(True)
+    with create_session() as session:
+        session.execute(delete(AssetDagRunQueue).where(AssetDagRunQueue.target_dag_id == CONSUMER))
+
+
+def test_asset_producer_announces_files_and_the_scheduled_upload_dag_uploads_them(
+    siro_server, siro_connection, run_dag, tmp_path, monkeypatch, switch_on_consumer
+):
+    from airflow.models import dagrun as dagrun_module
+    from airflow.models.asset import AssetDagRunQueue, AssetEvent
+    from airflow.utils.session import create_session
+    from sqlalchemy import select
+
+    files = [tmp_path / "first.mp3", tmp_path / "second.wav"]
+    digests = [write_audio(path, 25_000 + i) for i, path in enumerate(files)]
+
+    # Two calls land before the scheduler gets round to the upload DAG. The first producer run also
+    # registers every DAG of the folder in the metadata DB; unpausing the consumer then switches it on.
+    producers = [run_dag("siro_call_audio_sync", {"synced_file": str(files[0])})]
+    switch_on_consumer()
+    producers.append(run_dag("siro_call_audio_sync", {"synced_file": str(files[1])}))
+    assert [run.state for run in producers] == ["success", "success"]
+
+    with create_session() as session:
+        events = session.scalars(
+            select(AssetEvent)
+            .where(AssetEvent.source_run_id.in_([run.run_id for run in producers]))
+            .order_by(AssetEvent.timestamp)
+        ).all()
+        assert [event.extra for event in events] == [{"source_path": str(path)} for path in files]
+        event_ids = [event.id for event in events]
+        # What the scheduler acts on: the upload DAG is queued for a run on the call_audio asset.
+        queued = session.scalars(
+            select(AssetDagRunQueue).where(AssetDagRunQueue.target_dag_id == CONSUMER)
+        ).all()
+        assert [row.asset_id for row in queued] == [events[-1].asset_id]
+
+    # dag.test() always starts a manual run, without asset events. Give its run the producer's events,
+    # as the scheduler's asset-triggered run creation does (dag_run.consumed_asset_events.extend), and
+    # no logical date, as an asset-triggered run has none. The consumer reads them through
+    # triggering_asset_events.
+    create_run = dagrun_module.get_or_create_dagrun
+
+    def create_run_with_events(**kwargs: Any) -> Any:
+        run = create_run(**kwargs)
+        session = kwargs["session"]
+        run.consumed_asset_events.extend(
+            session.scalars(select(AssetEvent).where(AssetEvent.id.in_(event_ids)))
+        )
+        session.commit()
+        return run
+
+    monkeypatch.setattr(dagrun_module, "get_or_create_dagrun", create_run_with_events)
+    consumer = run_dag(CONSUMER, logical_date=None)
+
+    assert consumer.state == "success"
+    assert consumer.logical_date is None
+    assert return_value(consumer, "files_from_events") == [str(path) for path in files]
+    ids = [return_value(consumer, "upload_recording", index) for index in (0, 1)]
+    assert sorted(ids) == sorted(siro_server.recordings)
+    for path, digest, recording_id in zip(files, digests, ids, strict=True):
+        recording = siro_server.recordings[recording_id]
+        assert recording.sha256 == digest, path.name
+        assert recording.body == {
+            "downloadUrl": recording.body["downloadUrl"],
+            "fileType": path.suffix[1:],
+            "title": f"{path.name} (synced {consumer.run_after:%Y-%m-%d})",
+            "userEmail": "rep@example.com",
+            "dateCreated": utc_z(consumer.run_after),
+        }

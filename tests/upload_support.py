@@ -1,0 +1,58 @@
+"""Small helpers shared by the upload operator's tests (test_operator, test_bad_input, test_example_dags)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+from typing import Any
+
+import requests
+
+from airflow_provider_siro.testing import OfflineSiro
+
+
+def task_instances(dag_run: Any) -> dict[tuple[str, int], Any]:
+    """A run's task instances by ``(task_id, map_index)``."""
+    return {(ti.task_id, ti.map_index): ti for ti in dag_run.get_task_instances()}
+
+
+def return_value(dag_run: Any, task_id: str, map_index: int = -1) -> Any:
+    """What a task pushed as its XCom ``return_value``, read back as a downstream task would."""
+    return task_instances(dag_run)[(task_id, map_index)].xcom_pull(task_ids=task_id, map_indexes=map_index)
+
+
+def write_audio(path: Path, size: int = 50_000) -> str:
+    """Fill ``path`` with ``size`` random bytes; return their sha256."""
+    data = os.urandom(size)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def endpoints(server: OfflineSiro) -> list[str]:
+    """The server's request log as endpoint names, in arrival order."""
+    return [request.endpoint for request in server.requests]
+
+
+def upload_out_of_band(server: OfflineSiro, data: bytes, file_type: str = "wav") -> str:
+    """Upload audio the way a recorder app would, outside Airflow, and return its ``downloadUrl``.
+
+    Plain ``requests`` on purpose: going through the provider's hook would register the URL's
+    signature with Airflow's secrets masker in this process, and a test of the operator's own masking
+    would then pass without it.
+    """
+    session = requests.Session()
+    session.headers["User-Agent"] = "recorder-app/1.0"
+    answer = session.post(
+        f"{server.url}/v1/core/recordings/signed-urls",
+        json={"fileType": file_type, "fileSize": len(data)},
+        headers={"x-siro-auth-token": server.issue_access_token()},
+        timeout=10,
+    )
+    answer.raise_for_status()
+    signed = answer.json()["data"]
+    session.put(
+        signed["uploadUrl"], data=data, headers=signed["uploadHeaders"], timeout=10
+    ).raise_for_status()
+    server.clear_requests()
+    return signed["downloadUrl"]
