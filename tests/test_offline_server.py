@@ -929,6 +929,19 @@ def test_control_endpoints(siro, http):
     assert_error(http.get(f"{siro.url}/_offline/nothing", timeout=10), 404)
 
 
+def test_control_endpoints_answer_on_a_fresh_connection(siro):
+    # Another process (a scheduler, say) opens a new connection for a single control call.
+    for method, path in [("GET", "requests"), ("GET", "recordings"), ("POST", "reset")]:
+        with requests.Session() as session:
+            session.headers["User-Agent"] = USER_AGENT
+            answer = session.request(method, f"{siro.url}/_offline/{path}", timeout=10)
+            assert answer.status_code == 200, path
+    with requests.Session() as session:
+        fault = {"endpoint": "get_recording", "status": 500}
+        assert session.post(f"{siro.url}/_offline/faults", json=fault, timeout=10).status_code == 201
+    assert siro.requests == []
+
+
 # --------------------------------------------------------------------------- the CLI
 
 

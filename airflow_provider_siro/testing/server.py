@@ -612,6 +612,9 @@ def _validate_recording(body: dict[str, Any]) -> tuple[list[dict[str, Any]], boo
 class _Handler(BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     server_version = "OfflineSiro/1.0"
+    # Headers and body go out in separate writes; without TCP_NODELAY, Nagle's algorithm and the
+    # client's delayed ACK add ~40 ms to every small answer.
+    disable_nagle_algorithm = True
     timeout = 120
     server_state: OfflineSiro
 
@@ -686,6 +689,7 @@ class _Handler(BaseHTTPRequestHandler):
         parts = urlsplit(self.path)
         path = parts.path
         if path.startswith("/_offline/"):
+            self._pending = None  # control requests stay out of the log
             self._control(method, path)
             return
         query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -722,7 +726,7 @@ class _Handler(BaseHTTPRequestHandler):
     def _commit(self) -> None:
         """Log the request, once, before its answer leaves: a client that has the answer must find
         the request in the log."""
-        entry, self._pending = self._pending, None
+        entry, self._pending = getattr(self, "_pending", None), None
         if entry is not None:
             entry.json, entry.body_size, entry.status = self._json, self._body_size, self._status
             self.server_state._record(entry)
