@@ -20,6 +20,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "scope": "write",
         "auth_host": "https://functions.siro.ai/api-externalApi",
         "app_url": "https://app.siro.ai",
+        "max_requests_per_minute": "900",
     },
 }
 
@@ -59,6 +60,12 @@ CONN_FIELDS: dict[str, Any] = {
         "boolean",
     ),
     "app_url": _field("Siro web app URL", "Base of the links to recordings.", "string"),
+    "max_requests_per_minute": _field(
+        "Max requests per minute",
+        "Pace of API calls, shared by every task on a machine using this credential (900; 0 = off). "
+        "Siro allows 1000 per token per minute.",
+        "number",
+    ),
 }
 
 

@@ -146,6 +146,38 @@ def test_oauth_connection_missing_extras_fails_before_any_request(siro_server, m
     assert siro_server.requests == []
 
 
+def test_a_pasted_token_with_oauth_extras_is_contradictory(siro_server, monkeypatch):
+    conn = siro_server.connection(org_token=siro_server.org_token, user_id=siro_server.user_id)
+    monkeypatch.setenv("AIRFLOW_CONN_SIRO_DEFAULT", json.dumps(conn))
+    with pytest.raises(SiroValidationError) as info:
+        SiroHook().get_signed_urls("mp3", 10)
+    assert str(info.value) == (
+        "siro_default: has both an access token (password) and OAuth app extras (org_token, user_id): "
+        "give one or the other"
+    )
+    assert siro_server.requests == []
+    # Fields the connection form sent back empty are not given: the pasted token alone is used.
+    conn["extra"] = dict.fromkeys(("org_token", "client_id", "client_secret", "user_id"), "")
+    monkeypatch.setenv("AIRFLOW_CONN_SIRO_DEFAULT", json.dumps(conn))
+    assert not SiroHook().settings.uses_oauth
+
+
+def test_a_pasted_token_loses_surrounding_whitespace_and_a_blank_one_is_none(siro_server, monkeypatch):
+    conn = siro_server.connection(retry_backoff=0.01)
+    token = conn["password"]
+    monkeypatch.setenv("AIRFLOW_CONN_SIRO_DEFAULT", json.dumps({**conn, "password": f" {token}\n"}))
+    hook = SiroHook()
+    assert hook.settings.access_token == token
+    hook.get_signed_urls("mp3", 10)
+    assert [r.headers["x-siro-auth-token"] for r in siro_server.requests] == [token]
+    siro_server.clear_requests()
+    # Sent as it is, "  " would be refused by requests as a header value and retried as a network error.
+    monkeypatch.setenv("AIRFLOW_CONN_SIRO_DEFAULT", json.dumps({**conn, "password": "  "}))
+    with pytest.raises(SiroValidationError, match=r"^siro_default: has no access token \(password\)"):
+        SiroHook().get_signed_urls("mp3", 10)
+    assert siro_server.requests == []
+
+
 # --------------------------------------------------------------------------- retries
 
 
@@ -342,6 +374,8 @@ def test_secrets_are_registered_with_airflows_masker(siro_server, monkeypatch):
     from airflow.sdk._shared.secrets_masker import redact
 
     use_connection(monkeypatch, siro_server, oauth=True)
+    # As in a task's own process: no signed URL handled before this one.
+    monkeypatch.setattr(siro_module, "_masked_signatures", set())
     hook = SiroHook()
     signed = hook.get_signed_urls("mp3", 10)
     token = hook.get_access_token()
@@ -353,6 +387,32 @@ def test_secrets_are_registered_with_airflows_masker(siro_server, monkeypatch):
     for secret in (token, siro_server.org_token, siro_server.client_secret, signature):
         assert secret not in redacted
     assert "X-Goog-Signature" not in repr(signed)
+
+
+def test_a_process_handling_many_signed_urls_keeps_them_out_of_logs_without_slowing_down(
+    siro_server, monkeypatch, caplog
+):
+    import logging
+
+    from airflow.sdk._shared.secrets_masker import _secrets_masker
+
+    use_connection(monkeypatch, siro_server)
+    monkeypatch.setattr(siro_module, "_masked_signatures", set())
+    patterns_before = len(_secrets_masker().patterns)
+    hook = SiroHook()
+    signed = [hook.get_signed_urls("mp3", 10) for _ in range(3 * siro_module.MASKED_SIGNATURES_PER_PROCESS)]
+    # Airflow's masker recompiles over every secret on each registration: a process stops at the cap.
+    added = len(_secrets_masker().patterns) - patterns_before
+    assert siro_module.MASKED_SIGNATURES_PER_PROCESS <= added <= 3 * siro_module.MASKED_SIGNATURES_PER_PROCESS
+    # Past it, the HTTP client's own debug line for a request still never carries a signature.
+    late = signed[-1].upload_url
+    signature = late.split("X-Goog-Signature=")[1].split("&")[0]
+    caplog.set_level(logging.DEBUG, logger="urllib3.connectionpool")
+    with open(__file__, "rb") as body:
+        hook.session.put(late, data=body.read(10), headers=signed[-1].upload_headers, timeout=10)
+    lines = [r.getMessage() for r in caplog.records if r.name == "urllib3.connectionpool"]
+    assert any("/storage/upload/" in line and "X-Goog-Signature=***" in line for line in lines), lines
+    assert not any(signature in line for line in lines)
 
 
 def test_upload_streams_a_file_from_disk(siro_server, monkeypatch, tmp_path: Path):

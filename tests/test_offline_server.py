@@ -800,6 +800,18 @@ def test_drop_mid_upload(siro, http):
     assert siro.objects[name].sha256 == hashlib.sha256(data).hexdigest()
 
 
+def test_drop_mid_upload_of_a_small_file_still_stops_half_way(siro, http):
+    # A body smaller than the server's read chunk is cut half-way too, not stored and then dropped.
+    data = os.urandom(100_000)
+    signed = signed_urls(http, siro, "mp3", len(data))
+    siro.add_fault("upload_put", drop="mid")
+    with pytest.raises(requests.ConnectionError):
+        put(http, signed, data)
+    assert not siro.objects[object_name(signed["uploadUrl"])].uploaded
+    (dropped,) = [r for r in siro.requests if r.endpoint == "upload_put"]
+    assert dropped.body_size == len(data) // 2
+
+
 def test_delay_fault_runs_past_a_client_timeout(siro, http):
     minted = mint(http, siro, clientSecret=siro.client_secret, userId=siro.user_id, scope="write").json()
     siro.add_fault("get_token", delay=1.0)

@@ -19,6 +19,7 @@ would, and every wait is bounded.
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import secrets
@@ -134,7 +135,11 @@ class Cluster:
         return "\n".join(parts)
 
 
-@pytest.fixture
+PACE = 120.0
+"""The connection's ``max_requests_per_minute``: low, so that parallel task processes must share it."""
+
+
+@pytest.fixture(scope="module")
 def siro_server() -> Iterator[Any]:
     """The offline Siro server, finishing a recording on its fourth read: one read in the worker
     before it defers, then three by the trigger, so the trigger has to wait between reads."""
@@ -144,9 +149,10 @@ def siro_server() -> Iterator[Any]:
         yield server
 
 
-@pytest.fixture
-def cluster(tmp_path: Path, siro_server: Any) -> Iterator[Cluster]:
-    home = tmp_path / "airflow"
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, siro_server: Any) -> Iterator[Cluster]:
+    """One set of Airflow processes for the module's tests (starting them takes most of a minute)."""
+    home = tmp_path_factory.mktemp("cluster") / "airflow"
     dags = home / "dags"
     dags.mkdir(parents=True)
     for source in DAG_FILES:
@@ -175,7 +181,11 @@ def cluster(tmp_path: Path, siro_server: Any) -> Iterator[Cluster]:
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
             # An OAuth app connection: the worker and the triggerer each mint their own access token.
-            "AIRFLOW_CONN_SIRO_DEFAULT": json.dumps(siro_server.connection(oauth=True, retry_backoff=0.01)),
+            "AIRFLOW_CONN_SIRO_DEFAULT": json.dumps(
+                siro_server.connection(oauth=True, retry_backoff=0.01, max_requests_per_minute=PACE)
+            ),
+            # The rate limiter's state, shared by every task process of this "machine".
+            "TMPDIR": str(home),
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
         }
@@ -320,3 +330,50 @@ def test_upload_and_wait_defers_to_a_separate_triggerer_and_resumes_in_a_new_wor
     assert "Siro recording" in logs
     leaked = sorted(secret[:6] + "..." for secret in credentials if secret in logs)
     assert not leaked, f"credentials found in Airflow logs: {leaked}"
+
+
+@pytest.mark.slow
+def test_parallel_mapped_uploads_share_one_request_budget(cluster: Cluster, siro_server: Any, tmp_path: Path):
+    # A mapped upload whose task instances run as parallel LocalExecutor processes, each with its own
+    # hook and token: together they keep to the connection's pace.
+    from test_rate_limit import most_in_any_window
+
+    files = []
+    for index in range(12):
+        path = tmp_path / f"call-{index:02d}.mp3"
+        path.write_bytes(b"ID3\x03\x00" + os.urandom(20_000))
+        files.append(str(path))
+    _wait_for("the API server, scheduler and triggerer", lambda: _healthy(cluster), STARTUP_TIMEOUT, cluster)
+    _wait_for(
+        "the dag-processor to serialize siro_upload_mapped",
+        lambda: cluster.api("GET", "/dags/siro_upload_mapped"),
+        STARTUP_TIMEOUT,
+        cluster,
+    )
+    siro_server.clear_requests()
+    run = cluster.api(
+        "POST",
+        "/dags/siro_upload_mapped/dagRuns",
+        json={"logical_date": None, "conf": {"source_paths": files}},
+    )
+    run_path = f"/dags/siro_upload_mapped/dagRuns/{run['dag_run_id']}"
+
+    def finished() -> str | None:
+        state = cluster.api("GET", run_path)["state"]
+        return state if state in ("success", "failed") else None
+
+    assert _wait_for("the mapped run to finish", finished, RUN_TIMEOUT, cluster) == "success", cluster.logs()
+    instances = cluster.api("GET", f"{run_path}/taskInstances", params={"limit": 100})["task_instances"]
+    uploads = [ti for ti in instances if ti["task_id"] == "upload"]
+    assert len(uploads) == 12 and {ti["state"] for ti in uploads} == {"success"}
+    # They ran side by side (LocalExecutor, parallelism 4): their runs overlap in time.
+    spans = sorted((ti["start_date"], ti["end_date"]) for ti in uploads)
+    assert any(later[0] < earlier[1] for earlier, later in itertools.pairwise(spans))
+
+    paced = [r.time for r in siro_server.requests if r.endpoint in ("signed_urls", "create_recording")]
+    assert len(paced) == 24 and len(siro_server.recordings) >= 12
+    assert siro_server.rate_limited == 0
+    # 120 a minute is one request every 0.5 s after a burst of up to 10: at most 10 + 10 in any 5 s.
+    busiest = most_in_any_window(paced, 5.0)
+    assert busiest <= PACE * 5 / 60 + 10 + 2, busiest
+    assert max(paced) - min(paced) >= (24 - 10) * 60 / PACE - 0.5  # the pace held them back

@@ -47,6 +47,7 @@ import contextlib
 import hashlib
 import hmac
 import json
+import os
 import random
 import re
 import secrets
@@ -54,12 +55,12 @@ import socket
 import threading
 import time
 import uuid
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import parse_qs, quote, urlencode, urlsplit
 
 FILE_TYPES = ("mp3", "aac", "wav")
@@ -113,6 +114,11 @@ FAULT_KINDS = (
     "drop-mid",
     "slow",
 )
+SECRETS_LEDGER_ENV = "SIRO_OFFLINE_SECRETS_FILE"
+"""When this environment variable names a file, every ``OfflineSiro`` of every process (a server that a
+test started with ``python -m airflow_provider_siro.testing.server``, say) appends each secret it issues
+to it, one JSON object a line: ``{"kind": ..., "secret": ..., "pid": ...}``. A test suite reads it back
+with :meth:`OfflineSiro.all_issued_secrets` to look for those secrets in logs. Unset: nothing is written."""
 KEEP_BYTES_UP_TO = 1024 * 1024
 READ_CHUNK = 1024 * 1024
 
@@ -226,7 +232,15 @@ class OfflineSiro:
     :param seed: seeds ids and random faults, for repeatable runs.
     :param signed_url_lifetime: seconds a signed URL lives.
     :param slow_delay: seconds a ``slow`` random fault waits before answering.
+    :param rate_limit: requests one access token may make per ``rate_window`` seconds before the
+        user-scoped API answers 429 (Siro: 1000 a minute); ``None`` turns the limit off. Refused
+        requests are counted in ``rate_limited`` and do not use up the budget.
+    :param rate_window: the sliding window of ``rate_limit``, in seconds.
     """
+
+    _ledgers: ClassVar[list[dict[str, str]]] = []
+    """The issued secrets (secret -> kind) of every instance ever created in this process, stopped or not."""
+    _ledger_lock: ClassVar[threading.Lock] = threading.Lock()
 
     def __init__(
         self,
@@ -238,6 +252,8 @@ class OfflineSiro:
         seed: int | None = None,
         signed_url_lifetime: float = 900.0,
         slow_delay: float = 2.0,
+        rate_limit: int | None = 1000,
+        rate_window: float = 60.0,
     ) -> None:
         self.port = port
         self.token_lifetime = token_lifetime
@@ -245,6 +261,10 @@ class OfflineSiro:
         self.response_id_key = response_id_key
         self.signed_url_lifetime = signed_url_lifetime
         self.slow_delay = slow_delay
+        self.rate_limit = rate_limit
+        self.rate_window = rate_window
+        self.rate_limited = 0
+        self._calls: dict[str, deque[float]] = {}
         self._rng_ids = random.Random(seed)
         self.org_token = secrets.token_urlsafe(24)
         self.client_id = f"client_{secrets.token_hex(6)}"
@@ -252,6 +272,11 @@ class OfflineSiro:
         self.user_id = f"user_{secrets.token_hex(6)}"
         self.integration_connection_id = f"conn_{secrets.token_hex(6)}"
         self._signing_key = secrets.token_bytes(32)
+        self._issued: dict[str, str] = {}
+        with OfflineSiro._ledger_lock:
+            OfflineSiro._ledgers.append(self._issued)
+        self._remember(self.org_token, "org_token")
+        self._remember(self.client_secret, "client_secret")
         self._lock = threading.RLock()
         self._tokens: dict[str, _Token] = {}
         self._requests: list[RecordedRequest] = []
@@ -313,9 +338,53 @@ class OfflineSiro:
     # ------------------------------------------------------------------ credentials
     def _new_token(self, user_id: str, scope: str) -> tuple[str, str]:
         token, token_id = secrets.token_urlsafe(32), f"tok_{secrets.token_hex(6)}"
+        self._remember(token, "access_token")
         with self._lock:
             self._tokens[token] = _Token(token_id, user_id, scope, time.time() + self.token_lifetime)
         return token, token_id
+
+    def _remember(self, secret: str, kind: str) -> None:
+        """Add a secret this server issued to its ledger (and to the ``SIRO_OFFLINE_SECRETS_FILE`` file)."""
+        with OfflineSiro._ledger_lock:
+            self._issued.setdefault(secret, kind)
+            path = os.environ.get(SECRETS_LEDGER_ENV)
+            if path:
+                line = json.dumps({"kind": kind, "secret": secret, "pid": os.getpid()}) + "\n"
+                fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o600)
+                try:
+                    os.write(fd, line.encode())  # one write per line: lines of processes never interleave
+                finally:
+                    os.close(fd)
+
+    def issued_secrets(self) -> set[str]:
+        """Every credential this server ever issued, for scanning logs for leaks: its org token, its client
+        secret, each access token minted or issued (expired ones too) and each signed URL's signature."""
+        with OfflineSiro._ledger_lock:
+            return set(self._issued)
+
+    def issued_secret_kinds(self) -> dict[str, str]:
+        """:meth:`issued_secrets` with what each one is: ``org_token``, ``client_secret``,
+        ``access_token``, ``upload_url_signature`` or ``download_url_signature``."""
+        with OfflineSiro._ledger_lock:
+            return dict(self._issued)
+
+    @classmethod
+    def all_issued_secrets(cls) -> dict[str, str]:
+        """Secret -> kind for every server this process ever created, running or stopped, and for every
+        server of any process that appended to the ``SIRO_OFFLINE_SECRETS_FILE`` file."""
+        found: dict[str, str] = {}
+        path = os.environ.get(SECRETS_LEDGER_ENV)
+        if path and os.path.exists(path):
+            with open(path, encoding="utf-8") as ledger:
+                for line in ledger:
+                    with contextlib.suppress(ValueError, KeyError, TypeError):
+                        entry = json.loads(line)
+                        found.setdefault(str(entry["secret"]), str(entry["kind"]))
+        with cls._ledger_lock:
+            for issued in cls._ledgers:
+                for secret, kind in issued.items():
+                    found.setdefault(secret, kind)
+        return found
 
     def issue_access_token(self, scope: str = "write", user_id: str | None = None) -> str:
         """A token as if the user had minted it elsewhere and pasted it into the connection."""
@@ -455,6 +524,7 @@ class OfflineSiro:
         signature = self._sign(method, obj.name, obj.content_type, obj.max_size, date, expires)
         obj.signatures.append(signature)
         kind = "upload" if method == "PUT" else "download"
+        self._remember(signature, f"{kind}_url_signature")
         query = urlencode(
             {
                 "X-Goog-Algorithm": "GOOG4-HMAC-SHA256",
@@ -492,9 +562,20 @@ class OfflineSiro:
             self._requests.append(entry)
 
     def _user(self, headers: Headers, write: bool) -> tuple[int, str] | _Token:
-        token = self._tokens.get(headers.get("x-siro-auth-token") or "")
+        value = headers.get("x-siro-auth-token") or ""
+        token = self._tokens.get(value)
         if token is None or token.expires_at <= time.time():
             return 401, "Unauthorized"
+        if self.rate_limit is not None:
+            with self._lock:
+                calls = self._calls.setdefault(value, deque())
+                now = time.monotonic()
+                while calls and calls[0] <= now - self.rate_window:
+                    calls.popleft()
+                if len(calls) >= self.rate_limit:
+                    self.rate_limited += 1
+                    return 429, f"Too Many Requests: at most {self.rate_limit} per {self.rate_window:g} s"
+                calls.append(now)
         if write and token.scope != "write":
             return 403, "Forbidden: this token has read scope; uploads need write"
         return token
@@ -1086,7 +1167,10 @@ class _Handler(BaseHTTPRequestHandler):
             if stop_at >= 0 and length - remaining >= stop_at:
                 self._body_size = length - remaining
                 raise _Drop
-            n = self.rfile.readinto(view[: min(READ_CHUNK, remaining)])
+            want = min(READ_CHUNK, remaining)
+            if stop_at >= 0:
+                want = min(want, max(1, stop_at - (length - remaining)))  # stop exactly half-way
+            n = self.rfile.readinto(view[:want])
             if not n:
                 self.close_connection = True
                 self._body_size = length - remaining
@@ -1172,10 +1256,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Run an offline Siro server on 127.0.0.1.")
     parser.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 for any free port)")
     parser.add_argument("--token", help="an access token to accept (default: a new random one)")
+    parser.add_argument(
+        "--rate-limit",
+        type=int,
+        default=1000,
+        help="requests per token per minute before 429, as Siro (default 1000; 0 turns it off)",
+    )
     args = parser.parse_args(argv)
-    server = OfflineSiro(port=args.port).start()
+    server = OfflineSiro(port=args.port, rate_limit=args.rate_limit or None).start()
     token = args.token or server.issue_access_token()
     if args.token:
+        server._remember(args.token, "access_token")
         with server._lock:
             server._tokens[args.token] = _Token(
                 "tok_cli", server.user_id, "write", time.time() + server.token_lifetime

@@ -1,0 +1,77 @@
+"""A request-rate limiter shared by every thread and process of one machine.
+
+Siro allows 1000 requests per access token per minute and answers 429 past that. Backing off after a 429
+works, but a pipeline that fans out (a mapped upload task with many instances, a triggerer with many
+deferred waits) would spend its time being refused. The hook therefore spaces its own requests.
+
+A limit kept in one process would not do: every mapped task instance is its own process, and all of
+them share the connection's token. The state here is a single number, the *theoretical arrival time*
+of the generic cell rate algorithm (GCRA), kept in a small file under the temporary directory and
+updated under an exclusive ``flock``. Each request reserves the next free slot and learns how long to
+wait for it; nothing polls and nothing runs in the background. Over any window of ``w`` seconds at
+most ``rate * w / 60 + burst`` requests start.
+
+Processes on other machines (Celery or Kubernetes workers) keep their own state: there, divide the rate
+by the number of machines, or cap concurrency with an Airflow pool.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import os
+import struct
+import tempfile
+import time
+
+_STATE = struct.Struct("<d")
+
+STALE_AFTER = 3600.0
+"""A slot reserved this far ahead can only come from a monotonic clock of an earlier boot: start over."""
+
+
+class RequestRateLimiter:
+    """Space requests to at most ``per_minute`` on this machine, for everyone sharing ``key``.
+
+    :param key: what shares one budget (the hook uses the API URL and the credential's identity); it is
+        hashed into the state file's name, so it may hold secrets.
+    :param per_minute: the sustained rate; requests are spaced ``60 / per_minute`` seconds apart.
+    :param burst: how many requests may start back to back after a quiet spell.
+    :param directory: where the state file lives; the system's temporary directory by default.
+    """
+
+    def __init__(self, key: str, per_minute: float, burst: int = 10, directory: str | None = None) -> None:
+        if per_minute <= 0:
+            raise ValueError(f"per_minute must be > 0, got {per_minute!r}")
+        if burst < 1:
+            raise ValueError(f"burst must be >= 1, got {burst!r}")
+        self.per_minute = float(per_minute)
+        self.burst = int(burst)
+        self.interval = 60.0 / self.per_minute
+        digest = hashlib.sha256(key.encode()).hexdigest()[:32]
+        self.path = os.path.join(directory or tempfile.gettempdir(), f"airflow-provider-siro-rate-{digest}")
+
+    def reserve(self) -> float:
+        """Take the next free slot; return the seconds to wait before sending (0 when one is free now)."""
+        # time.monotonic() is CLOCK_MONOTONIC on Linux and macOS: one clock for every process of the machine.
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            now = time.monotonic()
+            raw = os.pread(fd, _STATE.size, 0)
+            arrival = _STATE.unpack(raw)[0] if len(raw) == _STATE.size else now
+            if arrival > now + STALE_AFTER:
+                arrival = now
+            arrival = max(arrival, now)
+            wait = max(0.0, arrival - (self.burst - 1) * self.interval - now)
+            os.pwrite(fd, _STATE.pack(arrival + self.interval), 0)
+            return wait
+        finally:
+            os.close(fd)  # closing the descriptor releases the lock
+
+    def acquire(self) -> float:
+        """Reserve a slot and sleep until it comes; return the seconds slept."""
+        wait = self.reserve()
+        if wait:
+            time.sleep(wait)
+        return wait
