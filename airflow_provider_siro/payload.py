@@ -70,21 +70,45 @@ _RFC3339 = re.compile(
     r"^\d{4}-\d{2}-\d{2}[Tt ]\d{2}:\d{2}:\d{2}(\.\d{1,9})?([Zz]|[+-]\d{2}:\d{2})$",
 )
 _JINJA = re.compile(r"\{\{|\{%|\{#|%\}|\}\}")
+_BIDI_OVERRIDES = frozenset("\u202d\u202e")
+"""LEFT-TO-RIGHT and RIGHT-TO-LEFT OVERRIDE: they make text display in another order than it reads."""
 
 
-def check_text(name: str, value: object) -> str:
-    """Return ``value`` if it is a usable non-empty string, else raise naming ``name``."""
+def _is_noncharacter(ch: str) -> bool:
+    """One of Unicode's 66 code points that are permanently not characters (U+FDD0..U+FDEF, U+xxFFFE/F)."""
+    code = ord(ch)
+    return 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
+
+
+def check_text(name: str, value: object, *, if_empty: str = "leave it unset (None) to omit it") -> str:
+    """Return ``value`` if it is a usable non-empty string, else raise naming ``name``.
+
+    Any script, accent and emoji is text. Refused: control characters (but tab), line and paragraph
+    separators, lone surrogates, noncharacters, and the two bidi overrides, which can make a title or a
+    name display as something else. Code points this Python's Unicode database does not know yet are
+    accepted: Siro may well know them (a new emoji is "unassigned" to an older Python).
+
+    :param if_empty: the advice after "is empty;" (what to do instead of a blank value).
+    """
     if not isinstance(value, str):
         raise SiroValidationError(name, f"must be a string, got {type(value).__name__}")
     if not value.strip():
-        raise SiroValidationError(name, "is empty; leave it unset (None) to omit it")
+        raise SiroValidationError(name, f"is empty; {if_empty}")
     if len(value) > MAX_TEXT_LENGTH:
         raise SiroValidationError(name, f"is {len(value)} characters long; at most {MAX_TEXT_LENGTH}")
     if _JINJA.search(value):
         raise SiroValidationError(name, "contains an unrendered Jinja expression ('{{', '{%' or '{#')")
     for ch in value:
+        if ch in _BIDI_OVERRIDES:
+            raise SiroValidationError(
+                name,
+                f"contains the character U+{ord(ch):04X} ({unicodedata.name(ch)}), which reorders how the text after "
+                "it is displayed",
+            )
         category = unicodedata.category(ch)
-        if category in ("Cc", "Cs", "Cn") and ch not in "\t":
+        if (category in ("Cc", "Cs", "Zl", "Zp") and ch != "\t") or (
+            category == "Cn" and _is_noncharacter(ch)
+        ):
             raise SiroValidationError(
                 name, f"contains the character U+{ord(ch):04X} ({category}), which is not printable text"
             )
@@ -101,10 +125,14 @@ def check_file_type(value: object, name: str = "file_type") -> str:
     return normalized
 
 
+def _suffix(path: str) -> str:
+    """A path's or URL's extension, lower case (``".mp3"``), or ``""``; a URL's query string is ignored."""
+    return PurePosixPath(urlsplit(path).path if "://" in path else path).suffix.lower()
+
+
 def file_type_from_path(path: str, name: str = "source_path") -> str | None:
     """The audio format implied by a path's extension, or ``None`` if it has no recognised one."""
-    suffix = PurePosixPath(urlsplit(path).path if "://" in path else path).suffix.lower()
-    return EXTENSIONS.get(suffix)
+    return EXTENSIONS.get(_suffix(path))
 
 
 def resolve_file_type(file_type: object, source_path: str | None) -> str:
@@ -117,20 +145,22 @@ def resolve_file_type(file_type: object, source_path: str | None) -> str:
         return inferred
     checked = check_file_type(file_type)
     if source_path and inferred is not None and inferred != checked:
+        suffix = _suffix(source_path)
+        which = "" if suffix == f".{inferred}" else f", which is {inferred}"  # .m4a, .wave
         raise SiroValidationError(
-            "file_type", f"is {checked!r} but source_path {source_path!r} has a .{inferred} extension"
+            "file_type", f"is {checked!r} but source_path {source_path!r} has a {suffix} extension{which}"
         )
     if source_path and inferred is None:
-        suffix = PurePosixPath(source_path).suffix or "(none)"
         raise SiroValidationError(
-            "source_path", f"has extension {suffix}, which does not match file_type {checked!r}"
+            "source_path",
+            f"has extension {_suffix(source_path) or '(none)'}, which does not match file_type {checked!r}",
         )
     return checked
 
 
 def check_url(name: str, value: object) -> str:
     """Return ``value`` if it is an absolute http(s) URL with a host."""
-    text = check_text(name, value)
+    text = check_text(name, value, if_empty="give an absolute http(s) URL")
     parts = urlsplit(text)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise SiroValidationError(name, "must be an absolute http(s) URL")
@@ -164,7 +194,10 @@ def format_date_created(value: object, name: str = "date_created") -> str:
         )
     if moment.tzinfo is None or moment.utcoffset() is None:
         raise SiroValidationError(name, f"{value!s} has no time zone; give an offset or use UTC")
-    utc = moment.astimezone(UTC)
+    try:
+        utc = moment.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-01:00 is in the year 10000 in UTC
+        raise SiroValidationError(name, f"{value!s} is outside the years 1 to 9999 in UTC") from None
     if utc.microsecond:
         return utc.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     return utc.strftime("%Y-%m-%dT%H:%M:%SZ")
@@ -193,7 +226,14 @@ def check_crm_objects(value: object, name: str = "crm_objects") -> list[dict[str
         if "objectId" not in item:
             raise SiroValidationError(f"{where}.objectId", "is missing")
         clean.append(
-            {"objectType": object_type, "objectId": check_text(f"{where}.objectId", item["objectId"])}
+            {
+                "objectType": object_type,
+                "objectId": check_text(
+                    f"{where}.objectId",
+                    item["objectId"],
+                    if_empty="every CRM object needs the id of its record",
+                ),
+            }
         )
     return clean
 

@@ -155,6 +155,12 @@ def test_date_created_is_sent_as_rfc3339_in_utc(value, expected):
         ("yesterday", "is not an RFC 3339 date-time with a time zone"),
         ("2026-02-30T09:30:00Z", "is not a valid date-time"),
         (date(2026, 3, 1), "is a date without a time"),
+        # In range where it was written, out of range in UTC: no OverflowError (which would be retried).
+        ("9999-12-31T23:30:00-01:00", "is outside the years 1 to 9999 in UTC"),
+        (
+            datetime(1, 1, 1, 0, 30, tzinfo=timezone(timedelta(hours=1))),
+            "is outside the years 1 to 9999 in UTC",
+        ),
         (1767225600, "must be a datetime or an RFC 3339 string, got int"),
     ],
 )
@@ -201,6 +207,11 @@ def test_file_type_is_inferred_from_the_source_or_must_agree_with_it():
         resolve_file_type("mp3", "/calls/a.wav")
     with rejects("source_path", "has extension .ogg, which does not match file_type 'mp3'"):
         resolve_file_type("mp3", "/calls/a.ogg")
+    # The extension the path has, not the format it stands for.
+    with rejects("file_type", "is 'wav' but source_path '/calls/a.m4a' has a .m4a extension, which is aac"):
+        resolve_file_type("wav", "/calls/a.m4a")
+    with rejects("source_path", "has extension .ogg, which does not match"):
+        resolve_file_type("mp3", "s3://bucket/calls/a.OGG")
     with rejects("file_type", "is required: source_path '/calls/a.ogg' has no .mp3, .aac or .wav extension"):
         resolve_file_type(None, "/calls/a.ogg")
 
@@ -258,6 +269,31 @@ def test_text_fields_are_checked_and_named(field, value, problem):
         validate_recording_fields("mp3", **{**others, field: value})
 
 
+TEXT_FIELDS = (
+    "title",
+    "user_id",
+    "user_email",
+    "user_phone",
+    "organization_id",
+    "conversation_type",
+    "integration_connection_id",
+    "customer_phone",
+    "customer_name",
+)
+
+
+@pytest.mark.parametrize("field", TEXT_FIELDS)
+@pytest.mark.parametrize(
+    "value", [15550102001, 1.5, True, ["x"], {"id": "x"}, b"x"], ids=lambda v: type(v).__name__
+)
+def test_every_text_field_refuses_what_is_not_a_string(field, value):
+    others: dict[str, object] = {"user_id": "u-1"} if field != "user_id" else {"user_email": "a@b.io"}
+    if field == "integration_connection_id":
+        others["crm_objects"] = CRM
+    with rejects(field, f"must be a string, got {type(value).__name__}"):
+        validate_recording_fields("mp3", **{**others, field: value})
+
+
 def test_an_unknown_field_is_named():
     with rejects("customer_email", "is not a Siro recording field"):
         validate_recording_fields("mp3", user_id="u", customer_email="a@b.io")
@@ -267,6 +303,50 @@ def test_tab_is_allowed_in_text_but_other_control_characters_are_not():
     assert check_text("title", "Call\twith Ada") == "Call\twith Ada"
     with rejects("title", "U+001B"):
         check_text("title", "Call\x1b[31m")
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "José Müller",
+        "Zoë O'Brien-Łukasiewicz",
+        "\u200f\u05e9\u05d9\u05e8\u05d4 \u05db\u05d4\u05df",  # Hebrew, after a right-to-left mark
+        "\u0645\u062d\u0645\u062f \u0639\u0644\u064a",  # Arabic
+        "田中 太郎",
+        "\u0915\u094d\u200d\u0937",  # Devanagari with a zero-width joiner
+        "Call 🎧 with 👩\u200d💼",  # an emoji sequence joined by U+200D
+        "Call 🫨",  # Unicode 15: unassigned to Python 3.11's database, a real emoji to Siro
+        "Ticket \U000f0001",  # private use
+    ],
+)
+def test_text_in_any_script_with_emoji_is_accepted(text):
+    assert check_text("title", text) == text
+
+
+@pytest.mark.parametrize(
+    ("text", "problem"),
+    [
+        ("Ada\nLovelace", "U+000A (Cc), which is not printable text"),
+        ("Ada\x7f", "U+007F (Cc)"),
+        ("Ada\ud800", "U+D800 (Cs), which is not printable text"),  # a lone surrogate
+        ("Ada\u2028Lovelace", "U+2028 (Zl)"),
+        ("Ada\uffff", "U+FFFF (Cn)"),  # noncharacters, unlike unassigned code points, never become text
+        ("Ada\ufdd0", "U+FDD0 (Cn)"),
+        ("Ada\U0010fffe", "U+10FFFE (Cn)"),
+        ("\u202eAda", "U+202E (RIGHT-TO-LEFT OVERRIDE), which reorders how the text after it is displayed"),
+        ("Ada\u202d", "U+202D (LEFT-TO-RIGHT OVERRIDE)"),
+    ],
+)
+def test_characters_that_are_not_text_are_refused(text, problem):
+    with rejects("customer_name", f"contains the character {problem}"):
+        check_text("customer_name", text)
+
+
+def test_an_empty_required_value_says_what_to_give():
+    with rejects("download_url", "is empty; give an absolute http(s) URL"):
+        check_url("download_url", " ")
+    with rejects("crm_objects[0].objectId", "is empty; every CRM object needs the id of its record"):
+        check_crm_objects([{"objectType": "Lead", "objectId": ""}])
 
 
 def test_check_url_wants_an_absolute_http_url():

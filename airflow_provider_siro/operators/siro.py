@@ -225,11 +225,16 @@ class SiroUploadRecordingOperator(BaseOperator):
         if (self.download_url is None) == (self.source_path is None):
             raise SiroValidationError("source_path", "give exactly one of download_url and source_path")
         if self.source_path is not None:
-            source = check_text("source_path", self.source_path)
+            source = check_text("source_path", self.source_path, if_empty="give the audio's path or URL")
             file_type = resolve_file_type(self.file_type, source)
         else:
             check_url("download_url", self.download_url)
             inferred = file_type_from_path(str(self.download_url))
+            if self.file_type is None and inferred is None:
+                raise SiroValidationError(  # never the URL itself: a signed one carries a credential
+                    "file_type",
+                    "is required: download_url has no .mp3, .aac or .wav extension to infer it from",
+                )
             file_type = resolve_file_type(self.file_type if self.file_type is not None else inferred, None)
         fields = validate_recording_fields(file_type, **{name: getattr(self, name) for name in _FIELD_ARGS})
         return fields, file_type
@@ -288,7 +293,12 @@ class SiroUploadRecordingOperator(BaseOperator):
     def execute(self, context: Context) -> str:
         fields, file_type = self.validate_inputs()
         hook = self.hook
-        hook.settings  # noqa: B018 - a broken connection fails here, before anything is sent
+        settings = hook.settings  # a broken connection fails here, before anything is sent
+        if settings.uses_oauth and settings.scope != "write":
+            # A token minted with scope read cannot upload: say so before one is minted or anything is sent.
+            raise SiroValidationError(
+                f"{settings.conn_id}.extra.scope", f"is {settings.scope!r}, but uploads need 'write'"
+            )
         started = time.monotonic()
         if self.source_path is not None:
             opener, size, label = self._open_source()
