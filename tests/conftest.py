@@ -16,6 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from secret_audit import CaptureLog
+
+from airflow_provider_siro.testing.server import SECRETS_LEDGER_ENV
 
 ROOT = Path(__file__).resolve().parents[1]
 AIRFLOW_HOME = Path(tempfile.mkdtemp(prefix="siro-tests-airflow-"))
@@ -34,6 +37,100 @@ os.environ.update(
     }
 )
 os.environ.pop("AIRFLOW_CONN_SIRO_DEFAULT", None)
+
+# The secrets audit (tests/test_secret_audit.py, issue 5). Outside AIRFLOW_HOME and pytest's temporary
+# directory, which the audit scans: the ledger holds the secrets themselves. Every offline Siro server,
+# in this process or in a subprocess (which inherits the variable), appends what it issues to the ledger;
+# the capture log collects the output that never reaches a file the audit scans.
+AUDIT_DIR = Path(tempfile.mkdtemp(prefix="siro-tests-secret-audit-"))
+os.environ[SECRETS_LEDGER_ENV] = str(AUDIT_DIR / "issued-secrets.jsonl")
+CAPTURED = CaptureLog(AUDIT_DIR / "captured.jsonl")
+SECRET_AUDIT_TEST = "test_secret_audit.py::test_no_secret_leaked_anywhere_in_the_suite"
+_recorded_sections: set[tuple[str, str]] = set()
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """The secrets audit scans what every other test left behind (output, logs, the metadata DB), so it
+    runs after all of them, wherever pytest collected it."""
+    items.sort(key=lambda item: item.nodeid.endswith(SECRET_AUDIT_TEST))
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    """Append each test's captured stdout, stderr and log sections, and any failure text, to the capture
+    log on disk. A report carries the sections of earlier phases too: each is written once."""
+    for title, text in report.sections:
+        if (report.nodeid, title) not in _recorded_sections:
+            _recorded_sections.add((report.nodeid, title))
+            CAPTURED.record(f"{report.nodeid} [{title}]", text)
+    if report.failed or report.skipped:
+        CAPTURED.record(f"{report.nodeid} [{report.when} {report.outcome}]", report.longreprtext)
+
+
+def _record_reads(fixture: pytest.CaptureFixture[str], where: str) -> pytest.CaptureFixture[str]:
+    """What a test takes with ``readouterr()`` leaves pytest's capture, so it never reaches the report's
+    sections: record it in the capture log on the way."""
+    read = fixture.readouterr
+
+    def readouterr() -> Any:
+        captured = read()
+        CAPTURED.record(f"{where} [readouterr() out]", captured.out)
+        CAPTURED.record(f"{where} [readouterr() err]", captured.err)
+        return captured
+
+    fixture.readouterr = readouterr  # type: ignore[method-assign]
+    return fixture
+
+
+@pytest.fixture
+def capfd(capfd: pytest.CaptureFixture[str], request: pytest.FixtureRequest) -> pytest.CaptureFixture[str]:
+    """pytest's ``capfd``, with what the test reads recorded for the secrets audit."""
+    return _record_reads(capfd, f"{request.node.nodeid} capfd")
+
+
+@pytest.fixture
+def capsys(capsys: pytest.CaptureFixture[str], request: pytest.FixtureRequest) -> pytest.CaptureFixture[str]:
+    """pytest's ``capsys``, with what the test reads recorded for the secrets audit."""
+    return _record_reads(capsys, f"{request.node.nodeid} capsys")
+
+
+@pytest.fixture
+def caplog(
+    caplog: pytest.LogCaptureFixture, request: pytest.FixtureRequest
+) -> Iterator[pytest.LogCaptureFixture]:
+    """pytest's ``caplog``; its records of the setup and call phases go to the capture log afterwards
+    (the report's own log section has them as well, unless the test changed levels or handlers)."""
+    yield caplog
+    for when in ("setup", "call"):
+        lines = [caplog.handler.format(record) for record in caplog.get_records(when)]
+        CAPTURED.record(f"{request.node.nodeid} caplog [{when}]", "\n".join(lines))
+
+
+@pytest.fixture(autouse=True)
+def _record_subprocess_output(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``subprocess.run(..., capture_output=True)`` hands a command's output to the test alone: record
+    it for the secrets audit. (Output read from a ``Popen`` pipe is not recorded.)"""
+    real_run = subprocess.run
+    where = request.node.nodeid
+
+    def record(args: Any, stdout: Any, stderr: Any) -> None:
+        command = " ".join(str(part) for part in args) if isinstance(args, list | tuple) else str(args)
+        for stream, value in (("stdout", stdout), ("stderr", stderr)):
+            if isinstance(value, bytes):
+                value = value.decode("utf-8", "replace")
+            if value:
+                CAPTURED.record(f"{where} subprocess {stream} of {command[:120]}", value)
+
+    def run(*args: Any, **kwargs: Any) -> subprocess.CompletedProcess[Any]:
+        try:
+            result = real_run(*args, **kwargs)
+        except subprocess.SubprocessError as exc:
+            record(getattr(exc, "cmd", ""), getattr(exc, "stdout", None), getattr(exc, "stderr", None))
+            raise
+        record(result.args, result.stdout, result.stderr)
+        return result
+
+    monkeypatch.setattr(subprocess, "run", run)
+
 
 pytest_plugins = ["airflow_provider_siro.testing.pytest_plugin"]
 

@@ -304,8 +304,8 @@ def test_the_signed_url_query_is_masked_in_rendered_fields_and_logs(
         ("upload", 0): mapped[0].split("?")[0] + "?***",
         ("upload", 1): mapped[1].split("?")[0] + "?***",
     }
-    # The provider's own log lines name each URL without its query. (The test DAG's upstream task logs
-    # the URLs it returns: that is the user's task, not the operator.)
+    # The provider's own log lines name each URL without its query. (The test DAG's upstream task keeps
+    # the URLs it returns out of its log: that is the user's task, not the operator.)
     provider_lines = "\n".join(line for line in log.splitlines() if "airflow_provider_siro" in line)
     assert provider_lines.count("Created Siro recording") == 3
     for url in (single, *mapped):
