@@ -1,0 +1,126 @@
+"""`make reliability`: the whole test suite, then one table of what it proved under faults, load and bad input.
+
+The figures come from the tests themselves: each reliability test asserts its invariants and, with
+``SIRO_RELIABILITY_REPORT`` set, writes what it counted (``tests/reliability_report.py``); the bad-input
+catalogue is counted from pytest's JUnit XML. Running the whole suite, not a subset, is the point: the
+secrets scan (the suite's last test) reads every log line, rendered template, XCom and trigger row the
+suite produced. Extra arguments are passed to pytest.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import xml.etree.ElementTree as ElementTree
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def junit_counts(path: Path) -> tuple[dict[str, int], dict[str, int]]:
+    """Outcomes of the whole run, and of the bad-input catalogue (``tests/test_bad_input.py``)."""
+    overall = {"passed": 0, "failed": 0, "skipped": 0}
+    bad_input = {"passed": 0, "failed": 0, "skipped": 0}
+    for case in ElementTree.parse(path).iter("testcase"):
+        outcome = "passed"
+        if case.find("failure") is not None or case.find("error") is not None:
+            outcome = "failed"
+        elif case.find("skipped") is not None:
+            outcome = "skipped"
+        overall[outcome] += 1
+        if case.get("classname", "").endswith("test_bad_input"):
+            bad_input[outcome] += 1
+    return overall, bad_input
+
+
+def table(report: dict[str, Any], overall: dict[str, int], bad_input: dict[str, int]) -> str:
+    faults = report.get("faults", {})
+    secrets = report.get("secrets", {})
+    one = report.get("load_one_worker", {})
+    parallel = report.get("load_parallel_processes", {})
+    control = report.get("load_unpaced_control", {})
+    missing = "(not run)"
+
+    def get(section: dict[str, Any], key: str) -> Any:
+        return section.get(key, missing)
+
+    kinds = ", ".join(f"{k} {v}" for k, v in get(faults, "faults_by_kind").items()) if faults else missing
+    rows = [
+        ("bad-input cases tried", bad_input["passed"] + bad_input["failed"]),
+        ("  refused on try 1, field named, no request sent", bad_input["passed"]),
+        ("uploads under faults", get(faults, "uploads")),
+        ("faults injected", get(faults, "faults_injected")),
+        ("  by kind", kinds),
+        (
+            "  access tokens expired mid-run / minted again",
+            f"{get(faults, 'token_expiries')} / {get(faults, 'tokens_minted')}",
+        ),
+        (
+            "  signed URLs expired / PUTs refused, then re-signed",
+            f"{get(faults, 'signed_url_expiries')} / {get(faults, 'refused_puts')}",
+        ),
+        ("recordings expected", get(faults, "recordings_expected")),
+        ("  created on the first pass", get(faults, "succeeded_first_pass")),
+        ("  create ambiguous: task failed loudly, not retried", get(faults, "ambiguous_failed_loudly")),
+        ("    of which Siro had created the recording", get(faults, "ambiguous_with_recording")),
+        ("    re-run after checking Siro", get(faults, "rerun_after_check")),
+        ("  other failures (loud)", get(faults, "other_failed_loudly")),
+        ("recordings created in the end", get(faults, "recordings_created")),
+        ("recordings duplicated", get(faults, "duplicated")),
+        ("recordings corrupted (hash differs from source)", get(faults, "corrupted")),
+        (
+            "secrets known to the scan (tokens, org token, client secret, signatures)",
+            get(secrets, "secrets_known"),
+        ),
+        (
+            "places scanned: captured outputs / files / DB rows / MB",
+            f"{get(secrets, 'captured_texts_scanned')} / {get(secrets, 'files_scanned')} / "
+            f"{get(secrets, 'rows_scanned')} / "
+            + (f"{secrets['bytes_scanned'] / 1e6:.0f}" if "bytes_scanned" in secrets else missing),
+        ),
+        ("secrets found", get(secrets, "hits")),
+        (
+            f"one worker, {get(one, 'threads')} threads, {get(one, 'uploads')} uploads: busiest {get(one, 'window_s')} s",
+            f"{get(one, 'busiest_window')} requests (pace {get(one, 'pace_per_window')}, Siro's limit {get(one, 'limit_per_window')})",
+        ),
+        ("  429s from Siro / RSS growth (KiB)", f"{get(one, 'refused_429')} / {get(one, 'rss_growth_kib')}"),
+        (
+            f"{get(parallel, 'processes')} task processes, {get(parallel, 'uploads')} uploads: busiest window",
+            f"{get(parallel, 'busiest_window')} requests, {get(parallel, 'refused_429')} 429s",
+        ),
+        ("control: same load unpaced, 429s from Siro", get(control, "refused_429")),
+        (
+            "whole suite",
+            f"{overall['passed']} passed, {overall['failed']} failed, {overall['skipped']} skipped",
+        ),
+    ]
+    width = max(len(name) for name, _ in rows)
+    lines = [f"| {'check':<{width}} | result |", f"|{'-' * (width + 2)}|--------|"]
+    lines += [f"| {name:<{width}} | {value} |" for name, value in rows]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    work = Path(tempfile.mkdtemp(prefix="siro-reliability-"))
+    report_path, junit = work / "report.json", work / "junit.xml"
+    env = {**os.environ, "SIRO_RELIABILITY_REPORT": str(report_path)}
+    command = [sys.executable, "-m", "pytest", "-q", f"--junitxml={junit}", *sys.argv[1:]]
+    print("Running:", " ".join(command[1:]), flush=True)
+    result = subprocess.run(command, cwd=ROOT, env=env)
+    if not junit.exists():
+        print("pytest wrote no results", file=sys.stderr)
+        return result.returncode or 1
+    report = json.loads(report_path.read_text()) if report_path.exists() else {}
+    overall, bad_input = junit_counts(junit)
+    print()
+    print(table(report, overall, bad_input))
+    print(f"\nRaw figures: {report_path}")
+    return result.returncode
+
+
+if __name__ == "__main__":
+    sys.exit(main())
