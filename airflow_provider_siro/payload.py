@@ -98,6 +98,8 @@ def check_text(name: str, value: object, *, if_empty: str = "leave it unset (Non
         raise SiroValidationError(name, f"is {len(value)} characters long; at most {MAX_TEXT_LENGTH}")
     if _JINJA.search(value):
         raise SiroValidationError(name, "contains an unrendered Jinja expression ('{{', '{%' or '{#')")
+    if value.isascii() and value.isprintable():
+        return value  # the common case, and nothing below can refuse it: skip the walk per character
     for ch in value:
         if ch in _BIDI_OVERRIDES:
             raise SiroValidationError(

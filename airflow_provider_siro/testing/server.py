@@ -218,6 +218,11 @@ class _Token:
     expires_at: float
 
 
+class _Server(ThreadingHTTPServer):
+    daemon_threads = True
+    request_queue_size = 128  # the listen() backlog: read in the constructor, so set on the class
+
+
 class _Drop(Exception):
     """Raised inside a handler to close the connection without an answer."""
 
@@ -299,9 +304,7 @@ class OfflineSiro:
         class Handler(_Handler):
             server_state = siro
 
-        httpd = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
-        httpd.daemon_threads = True
-        httpd.request_queue_size = 128
+        httpd = _Server(("127.0.0.1", self.port), Handler)
         self._httpd = httpd
         self.port = httpd.server_address[1]
         self._thread = threading.Thread(target=httpd.serve_forever, name="offline-siro", daemon=True)

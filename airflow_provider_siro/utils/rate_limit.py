@@ -22,6 +22,7 @@ import hashlib
 import os
 import struct
 import tempfile
+import threading
 import time
 
 _STATE = struct.Struct("<d")
@@ -50,24 +51,46 @@ class RequestRateLimiter:
         self.interval = 60.0 / self.per_minute
         digest = hashlib.sha256(key.encode()).hexdigest()[:32]
         self.path = os.path.join(directory or tempfile.gettempdir(), f"airflow-provider-siro-rate-{digest}")
+        # flock() excludes other open files, not other threads sharing this one: a lock for those, and a
+        # descriptor per process (a forked child gets its own, or it would share the parent's lock).
+        self._thread_lock = threading.Lock()
+        self._fd: int | None = None
+        self._pid = 0
+
+    def _descriptor(self) -> int:
+        if self._fd is None or self._pid != os.getpid():
+            self._fd, self._pid = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600), os.getpid()
+        return self._fd
 
     def reserve(self) -> float:
         """Take the next free slot; return the seconds to wait before sending (0 when one is free now)."""
         # time.monotonic() is CLOCK_MONOTONIC on Linux and macOS: one clock for every process of the machine.
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o600)
-        try:
+        with self._thread_lock:
+            fd = self._descriptor()
             fcntl.flock(fd, fcntl.LOCK_EX)
-            now = time.monotonic()
-            raw = os.pread(fd, _STATE.size, 0)
-            arrival = _STATE.unpack(raw)[0] if len(raw) == _STATE.size else now
-            if arrival > now + STALE_AFTER:
-                arrival = now
-            arrival = max(arrival, now)
-            wait = max(0.0, arrival - (self.burst - 1) * self.interval - now)
-            os.pwrite(fd, _STATE.pack(arrival + self.interval), 0)
-            return wait
-        finally:
-            os.close(fd)  # closing the descriptor releases the lock
+            try:
+                return self._take(fd)
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+
+    def _take(self, fd: int) -> float:
+        """Under the lock: read the arrival time, book the next slot, write it back."""
+        now = time.monotonic()
+        raw = os.pread(fd, _STATE.size, 0)
+        arrival = _STATE.unpack(raw)[0] if len(raw) == _STATE.size else now
+        if arrival > now + STALE_AFTER:
+            arrival = now
+        arrival = max(arrival, now)
+        wait = max(0.0, arrival - (self.burst - 1) * self.interval - now)
+        os.pwrite(fd, _STATE.pack(arrival + self.interval), 0)
+        return wait
+
+    def close(self) -> None:
+        """Close the state file's descriptor (it is opened again on the next reservation)."""
+        with self._thread_lock:
+            if self._fd is not None and self._pid == os.getpid():
+                os.close(self._fd)
+            self._fd = None
 
     def acquire(self) -> float:
         """Reserve a slot and sleep until it comes; return the seconds slept."""
