@@ -9,6 +9,7 @@ seconds: ``RATE_LIMIT`` requests per ``WINDOW`` seconds per token, answered 429 
 
 from __future__ import annotations
 
+import io
 import itertools
 import json
 import os
@@ -59,26 +60,10 @@ def upload(index: int, audio: bytes) -> str:
     """One upload as the operator runs it, with a hook of its own (a task's)."""
     hook = SiroHook()
     try:
-        url = hook.upload_audio(lambda: _Bytes(audio), len(audio), "mp3", label=f"call-{index}.mp3")
+        url = hook.upload_audio(lambda: io.BytesIO(audio), len(audio), "mp3", label=f"call-{index}.mp3")
         return hook.create_recording(url, validate_recording_fields("mp3", user_email="rep@example.com"))
     finally:
         hook.close()
-
-
-class _Bytes:
-    def __init__(self, data: bytes) -> None:
-        import io
-
-        self._io = io.BytesIO(data)
-
-    def read(self, n: int = -1) -> bytes:
-        return self._io.read(n)
-
-    def __enter__(self) -> _Bytes:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._io.close()
 
 
 @pytest.fixture
