@@ -128,9 +128,9 @@ def _redact_http_client_logs() -> None:
 def _mask_url_credentials(url: str) -> None:
     """Keep a signed URL's signature out of logs: register it with Airflow's secrets masker.
 
-    Only the values that make the URL a credential are registered (the signature, and the signing
-    credential's name), not the whole query string: one secret per URL keeps the masker's cost down.
-    See :data:`MASKED_SIGNATURES_PER_PROCESS` for the cap.
+    Only the signature is registered, not the whole query string: it is what makes the URL a
+    credential, and one secret per URL keeps the masker's cost down. See
+    :data:`MASKED_SIGNATURES_PER_PROCESS` for the cap.
     """
     _redact_http_client_logs()
     if url in _masked_urls or len(_masked_signatures) >= MASKED_SIGNATURES_PER_PROCESS:
@@ -497,8 +497,8 @@ class SiroHook(BaseHook):
         settings = self.settings
         if not settings.max_requests_per_minute:
             return None
-        credential = settings.access_token or self._token_key
-        key = hashlib.sha256(f"{settings.api_url}\0{credential}".encode()).hexdigest()
+        # The limiter hashes its key into the state file's name: a pasted token may stand in it as is.
+        key = f"{settings.api_url}\0{settings.access_token or self._token_key}"
         with _LIMITERS_LOCK:  # one per budget and process: every hook of a worker shares its descriptor
             return _LIMITERS.setdefault(
                 (key, settings.max_requests_per_minute),

@@ -64,6 +64,10 @@ class RequestRateLimiter:
 
     def reserve(self) -> float:
         """Take the next free slot; return the seconds to wait before sending (0 when one is free now)."""
+        return max(0.0, self.reserve_slot() - time.monotonic())
+
+    def reserve_slot(self) -> float:
+        """Take the next free slot; return when it starts, on the ``time.monotonic()`` clock."""
         # time.monotonic() is CLOCK_MONOTONIC on Linux and macOS: one clock for every process of the machine.
         with self._thread_lock:
             fd = self._descriptor()
@@ -74,16 +78,15 @@ class RequestRateLimiter:
                 fcntl.flock(fd, fcntl.LOCK_UN)
 
     def _take(self, fd: int) -> float:
-        """Under the lock: read the arrival time, book the next slot, write it back."""
+        """Under the lock: read the arrival time, book the next slot, write it back; return its start."""
         now = time.monotonic()
         raw = os.pread(fd, _STATE.size, 0)
         arrival = _STATE.unpack(raw)[0] if len(raw) == _STATE.size else now
         if arrival > now + STALE_AFTER:
             arrival = now
         arrival = max(arrival, now)
-        wait = max(0.0, arrival - (self.burst - 1) * self.interval - now)
         os.pwrite(fd, _STATE.pack(arrival + self.interval), 0)
-        return wait
+        return max(now, arrival - (self.burst - 1) * self.interval)
 
     def close(self) -> None:
         """Close the state file's descriptor (it is opened again on the next reservation)."""
