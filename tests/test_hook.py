@@ -14,7 +14,7 @@ from airflow_provider_siro.exceptions import (
     SiroRejectedError,
     SiroValidationError,
 )
-from airflow_provider_siro.hooks import siro as siro_module
+from airflow_provider_siro.hooks import auth, redaction
 from airflow_provider_siro.hooks.siro import SiroHook
 from airflow_provider_siro.payload import validate_recording_fields
 
@@ -23,9 +23,9 @@ AUDIO = b"ID3\x03\x00" + bytes(range(256)) * 64
 
 @pytest.fixture(autouse=True)
 def _fresh_token_cache():
-    siro_module._TOKEN_CACHE.clear()
+    auth._TOKEN_CACHE.clear()
     yield
-    siro_module._TOKEN_CACHE.clear()
+    auth._TOKEN_CACHE.clear()
 
 
 def use_connection(monkeypatch, server, **kwargs: Any) -> dict[str, Any]:
@@ -107,7 +107,7 @@ def test_minted_token_is_reused_across_calls_and_hooks(siro_server, monkeypatch)
 def test_minted_token_is_replaced_before_it_expires(siro_server, monkeypatch):
     use_connection(monkeypatch, siro_server, oauth=True)
     # Pretend tokens live just past the refresh margin, so the cached one is already "due".
-    monkeypatch.setattr(siro_module, "TOKEN_LIFETIME", siro_module.TOKEN_REFRESH_MARGIN)
+    monkeypatch.setattr(auth, "TOKEN_LIFETIME", auth.TOKEN_REFRESH_MARGIN)
     hook = SiroHook()
     hook.get_signed_urls("mp3", 10)
     hook.get_signed_urls("mp3", 10)
@@ -375,7 +375,7 @@ def test_secrets_are_registered_with_airflows_masker(siro_server, monkeypatch):
 
     use_connection(monkeypatch, siro_server, oauth=True)
     # As in a task's own process: no signed URL handled before this one.
-    monkeypatch.setattr(siro_module, "_masked_signatures", set())
+    monkeypatch.setattr(redaction, "_masked_signatures", set())
     hook = SiroHook()
     signed = hook.get_signed_urls("mp3", 10)
     token = hook.get_access_token()
@@ -397,13 +397,13 @@ def test_a_process_handling_many_signed_urls_keeps_them_out_of_logs_without_slow
     from airflow.sdk._shared.secrets_masker import _secrets_masker
 
     use_connection(monkeypatch, siro_server)
-    monkeypatch.setattr(siro_module, "_masked_signatures", set())
+    monkeypatch.setattr(redaction, "_masked_signatures", set())
     patterns_before = len(_secrets_masker().patterns)
     hook = SiroHook()
-    signed = [hook.get_signed_urls("mp3", 10) for _ in range(3 * siro_module.MASKED_SIGNATURES_PER_PROCESS)]
+    signed = [hook.get_signed_urls("mp3", 10) for _ in range(3 * redaction.MASKED_SIGNATURES_PER_PROCESS)]
     # Airflow's masker recompiles over every secret on each registration: a process stops at the cap.
     added = len(_secrets_masker().patterns) - patterns_before
-    assert siro_module.MASKED_SIGNATURES_PER_PROCESS <= added <= 3 * siro_module.MASKED_SIGNATURES_PER_PROCESS
+    assert redaction.MASKED_SIGNATURES_PER_PROCESS <= added <= 3 * redaction.MASKED_SIGNATURES_PER_PROCESS
     # Past it, the HTTP client's own debug line for a request still never carries a signature.
     late = signed[-1].upload_url
     signature = late.split("X-Goog-Signature=")[1].split("&")[0]

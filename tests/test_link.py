@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_siro.hooks import siro as siro_module
+from airflow_provider_siro.hooks import auth
 from airflow_provider_siro.hooks.siro import SiroHook
 from airflow_provider_siro.links.siro import SiroRecordingLink
 from airflow_provider_siro.payload import validate_recording_fields
@@ -25,9 +25,9 @@ APP_URL = "https://siro.example.test/app"
 
 @pytest.fixture(autouse=True)
 def _fresh_token_cache():
-    siro_module._TOKEN_CACHE.clear()
+    auth._TOKEN_CACHE.clear()
     yield
-    siro_module._TOKEN_CACHE.clear()
+    auth._TOKEN_CACHE.clear()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from conftest import AIRFLOW_HOME, CAPTURED
 from reliability_report import record
 from secret_audit import CaptureLog, SecretScanner, fernet_keys_near
 
-from airflow_provider_siro.hooks import siro as siro_module
+from airflow_provider_siro.hooks import auth
 from airflow_provider_siro.testing.server import SECRETS_LEDGER_ENV, OfflineSiro
 
 USER_AGENT = {"User-Agent": "siro-secret-audit-tests"}
@@ -241,7 +241,7 @@ def test_no_secret_leaked_anywhere_in_the_suite(
     # A DAG run of its own first, so the audit means something even when it runs alone (``-k``): an
     # OAuth connection (org token, client secret, a minted access token), an upload (signed URLs), and a
     # deferred wait (a trigger row, XComs, rendered fields), all through the provider in this process.
-    siro_module._TOKEN_CACHE.clear()
+    auth._TOKEN_CACHE.clear()
     monkeypatch.setenv(
         "AIRFLOW_CONN_SIRO_DEFAULT", json.dumps(siro_server.connection(oauth=True, retry_backoff=0.01))
     )

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from airflow_provider_siro.exceptions import SiroRecordingFailedError
-from airflow_provider_siro.hooks import siro as siro_module
+from airflow_provider_siro.hooks import auth
 from airflow_provider_siro.hooks.siro import SiroHook
 from airflow_provider_siro.payload import validate_recording_fields
 from airflow_provider_siro.sensors.siro import SiroRecordingSensor
@@ -32,9 +32,9 @@ MODES = ["poke", "reschedule", "deferrable"]
 
 @pytest.fixture(autouse=True)
 def _fresh_token_cache():
-    siro_module._TOKEN_CACHE.clear()
+    auth._TOKEN_CACHE.clear()
     yield
-    siro_module._TOKEN_CACHE.clear()
+    auth._TOKEN_CACHE.clear()
 
 
 @pytest.fixture

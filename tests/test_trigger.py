@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 
-from airflow_provider_siro.hooks import siro as siro_module
+from airflow_provider_siro.hooks import auth
 from airflow_provider_siro.hooks.siro import SiroAsyncHook, SiroHook
 from airflow_provider_siro.payload import validate_recording_fields
 from airflow_provider_siro.triggers.siro import SiroRecordingTrigger
@@ -27,9 +27,9 @@ AUDIO = b"ID3\x03\x00" + bytes(range(256)) * 16
 
 @pytest.fixture(autouse=True)
 def _fresh_token_cache():
-    siro_module._TOKEN_CACHE.clear()
+    auth._TOKEN_CACHE.clear()
     yield
-    siro_module._TOKEN_CACHE.clear()
+    auth._TOKEN_CACHE.clear()
 
 
 def use_connection(monkeypatch, server, **kwargs: Any) -> dict[str, Any]:

@@ -1,0 +1,276 @@
+"""How one API call travels: pacing, retries, token refresh, and the error it ends in.
+
+The rules in :meth:`TransportMixin._send` are the provider's reliability contract (see the README's
+reliability table): idempotent calls back off and retry on 429, 502, 503, 504 and network errors,
+honouring ``Retry-After``; a create call is repeated only where Siro cannot have acted on it; a 401 on
+a minted token mints a new one once; every other answer becomes one of the exceptions in
+:mod:`airflow_provider_siro.exceptions`, with the endpoint's path and never a query string.
+"""
+
+from __future__ import annotations
+
+import logging
+import platform
+import random
+import threading
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
+from functools import cached_property
+from typing import Any
+
+import requests
+from requests.adapters import HTTPAdapter
+from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
+
+from airflow_provider_siro import __version__
+from airflow_provider_siro.exceptions import SiroAmbiguousCreateError, SiroApiError, SiroRejectedError
+from airflow_provider_siro.hooks.settings import SiroConnectionSettings
+from airflow_provider_siro.utils.rate_limit import RequestRateLimiter
+
+RETRY_STATUSES = frozenset({429, 502, 503, 504})
+"""Statuses after which the same request may succeed: rate limiting and gateway failures."""
+
+IDLE_POOL_SECONDS = 30.0
+"""Pooled API connections idle longer than this are dropped before a create call (see ``_fresh_pool``)."""
+
+USER_AGENT = (
+    f"airflow-provider-siro/{__version__} "
+    f"({platform.python_implementation()}/{platform.python_version()}; requests/{requests.__version__})"
+)
+
+
+_LIMITERS: dict[tuple[str, float], RequestRateLimiter] = {}
+_LIMITERS_LOCK = threading.Lock()
+
+
+def _parse_retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        moment = parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    return max(0.0, (moment - datetime.now(UTC)).total_seconds())
+
+
+def _request_was_not_sent(exc: requests.RequestException) -> bool:
+    """True when the failure happened before any byte of the request reached the server."""
+    if isinstance(exc, requests.ConnectTimeout):
+        return True
+    reason = getattr(exc.args[0], "reason", None) if exc.args else None
+    return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
+
+
+class TransportMixin:
+    """The HTTP half of :class:`~airflow_provider_siro.hooks.siro.SiroHook` (a mixin; not used alone)."""
+
+    siro_conn_id: str
+    settings: SiroConnectionSettings
+    log: logging.Logger
+    _last_api_call: float
+    _token_key: str  # TokenMixin's
+    get_access_token: Callable[[], str]  # TokenMixin's
+    _forget_token: Callable[[], None]  # TokenMixin's
+
+    @cached_property
+    def session(self) -> requests.Session:
+        """One session per hook, so connections are reused across calls."""
+        session = requests.Session()
+        session.headers["User-Agent"] = USER_AGENT
+        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8, max_retries=0)
+        session.mount("https://", adapter)
+        session.mount("http://", adapter)
+        return session
+
+    @cached_property
+    def rate_limiter(self) -> RequestRateLimiter | None:
+        """The machine-wide pace of this credential's user-scoped calls, or None when switched off."""
+        settings = self.settings
+        if not settings.max_requests_per_minute:
+            return None
+        # The limiter hashes its key into the state file's name: a pasted token may stand in it as is.
+        key = f"{settings.api_url}\0{settings.access_token or self._token_key}"
+        with _LIMITERS_LOCK:  # one per budget and process: every hook of a worker shares its descriptor
+            return _LIMITERS.setdefault(
+                (key, settings.max_requests_per_minute),
+                RequestRateLimiter(key, settings.max_requests_per_minute),
+            )
+
+    def _pace(self, method: str, endpoint: str) -> float:
+        """Reserve a slot for one user-scoped call; return the seconds to wait before sending it."""
+        limiter = self.rate_limiter
+        wait = limiter.reserve() if limiter is not None else 0.0
+        if wait >= 1.0:
+            self.log.info(
+                "Pacing %s %s by %.1f s to stay within %g requests per minute",
+                method,
+                endpoint,
+                wait,
+                self.settings.max_requests_per_minute,
+            )
+        return wait
+
+    def close(self) -> None:
+        """Close pooled connections. The hook stays usable; a new pool is made on the next call."""
+        if "session" in self.__dict__:
+            self.session.close()
+
+    def _backoff(self, attempt: int, retry_after: float | None) -> float:
+        settings = self.settings
+        if retry_after is not None:
+            return min(retry_after, settings.max_retry_wait)
+        ceiling = min(settings.max_retry_wait, settings.retry_backoff * 2**attempt)
+        return random.uniform(ceiling / 2, ceiling)  # "equal jitter": never zero, never in lockstep
+
+    def _retry_wait(
+        self, method: str, endpoint: str, attempt: int, what_happened: str, retry_after: float | None
+    ) -> float:
+        """The wait before retry ``attempt + 1`` of a call, logged with what went wrong."""
+        wait = self._backoff(attempt, retry_after)
+        self.log.warning(
+            "%s %s %s; retry %d of %d in %.2f s",
+            method,
+            endpoint,
+            what_happened,
+            attempt + 1,
+            self.settings.max_retries,
+            wait,
+        )
+        return wait
+
+    def _network_retry_wait(self, exc: Exception, method: str, endpoint: str, attempt: int) -> float:
+        """The wait before retrying a call that got no answer; raises once the retries are spent."""
+        if attempt >= self.settings.max_retries:
+            raise SiroApiError(
+                f"{type(exc).__name__}: no answer after {attempt + 1} attempts",
+                method=method,
+                endpoint=endpoint,
+            ) from None
+        return self._retry_wait(method, endpoint, attempt, f"failed ({type(exc).__name__})", None)
+
+    def _send(
+        self,
+        method: str,
+        url: str,
+        *,
+        endpoint: str,
+        auth: str | None,
+        create: bool = False,
+        **kwargs: Any,
+    ) -> requests.Response:
+        """Send one API call with retries, token refresh and error translation.
+
+        :param endpoint: the path shown in errors and logs (never a query string).
+        :param auth: ``"user"`` for ``x-siro-auth-token``, ``"org"`` for the Bearer org token, or None.
+        :param create: the call creates a recording. It is then repeated only where Siro cannot have
+            acted on it (429, 401, 503 with ``Retry-After``, or a connection that was never
+            established), never after another 5xx, a timeout or a dropped connection, which raise
+            :class:`SiroAmbiguousCreateError`.
+        """
+        settings = self.settings
+        kwargs.setdefault("timeout", (min(10.0, settings.timeout), settings.timeout))
+        refreshed = False
+        attempt = 0
+        while True:
+            headers = dict(kwargs.pop("headers", None) or {})
+            if auth == "user":
+                headers["x-siro-auth-token"] = self.get_access_token()
+            elif auth == "org":
+                headers["Authorization"] = f"Bearer {settings.org_token}"
+            kwargs["headers"] = headers
+            if auth == "user" and (wait := self._pace(method, endpoint)):
+                time.sleep(wait)
+            started = time.monotonic()
+            try:
+                response = self.session.request(method, url, **kwargs)
+            except requests.RequestException as exc:
+                self._last_api_call = time.monotonic()
+                not_sent = _request_was_not_sent(exc)
+                if create and not not_sent:
+                    raise SiroAmbiguousCreateError(
+                        f"{type(exc).__name__} after the request was sent; the recording may or may not exist "
+                        "and the call is not repeated, to avoid a duplicate. Check Siro before re-running.",
+                        method=method,
+                        endpoint=endpoint,
+                    ) from None
+                wait = self._network_retry_wait(exc, method, endpoint, attempt)
+                time.sleep(wait)
+                attempt += 1
+                continue
+            self._last_api_call = time.monotonic()
+            status = response.status_code
+            self.log.debug("%s %s -> %s in %.3f s", method, endpoint, status, time.monotonic() - started)
+            if status < 400:
+                return response
+            if status == 401 and auth == "user" and settings.uses_oauth and not refreshed:
+                self.log.info("Siro answered 401; minting a new access token and trying once more")
+                self._forget_token()
+                refreshed = True
+                continue
+            if create:
+                # 429, and a 503 that says when to come back, are refusals: nothing was processed.
+                retryable = status == 429 or (status == 503 and "Retry-After" in response.headers)
+            else:
+                retryable = status in RETRY_STATUSES
+            if retryable and attempt < settings.max_retries:
+                retry_after = _parse_retry_after(response.headers.get("Retry-After"))
+                wait = self._retry_wait(method, endpoint, attempt, f"returned {status}", retry_after)
+                response.close()
+                time.sleep(wait)
+                attempt += 1
+                continue
+            raise self._error(response, method, endpoint, create)
+
+    def _error(self, response: requests.Response, method: str, endpoint: str, create: bool) -> SiroApiError:
+        status = response.status_code
+        message = response.reason or "error"
+        issues: list[tuple[str, str]] = []
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            if isinstance(body.get("error"), str):
+                message = body["error"]
+            elif isinstance(body.get("message"), str):
+                message = body["message"]
+            for issue in body.get("issues") or []:
+                if isinstance(issue, dict):
+                    path = ".".join(str(part) for part in issue.get("path") or [])
+                    issues.append((path, str(issue.get("message", ""))))
+            if issues:
+                message = f"{body.get('name', 'validation error')} ({len(issues)} issue(s))"
+        elif response.text and len(response.text) < 500 and "<" not in response.text:
+            message = response.text.strip()
+        if status == 401 and not self.settings.uses_oauth:
+            message += (
+                f" - the access token in connection {self.siro_conn_id!r} (password) was refused; tokens expire "
+                "16 hours after they are minted: paste a fresh one, or configure the OAuth app extras"
+            )
+        if create and status >= 500:
+            return SiroAmbiguousCreateError(
+                f"{message}; the recording may or may not exist and the call is not repeated, to avoid a "
+                "duplicate. Check Siro before re-running.",
+                status_code=status,
+                method=method,
+                endpoint=endpoint,
+            )
+        kind = SiroRejectedError if 400 <= status < 500 and status not in (408, 429) else SiroApiError
+        return kind(message, status_code=status, method=method, endpoint=endpoint, issues=issues)
+
+    def _fresh_pool(self) -> None:
+        """Drop pooled connections that sat idle while a long upload ran.
+
+        A server closes idle keep-alive connections; a request written onto such a socket fails only
+        after it was sent, which for a create call would be indistinguishable from a lost answer. A new
+        connection costs one handshake and keeps the no-duplicate rule from raising false alarms.
+        """
+        if time.monotonic() - self._last_api_call > IDLE_POOL_SECONDS:
+            self.close()

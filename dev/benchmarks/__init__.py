@@ -1,0 +1,1 @@
+"""The measures of ``make bench``, one module each; ``dev/bench.py`` runs them."""

@@ -1,0 +1,48 @@
+"""DAG parse cost: importing the operator module on top of ``airflow.sdk``."""
+
+from __future__ import annotations
+
+import statistics
+import subprocess
+import sys
+from typing import Any
+
+from benchmarks.common import Table
+
+PARSE_PROBE = """\
+import time
+t0 = time.perf_counter()
+import airflow.sdk
+t1 = time.perf_counter()
+import airflow_provider_siro.operators.siro
+t2 = time.perf_counter()
+print(t1 - t0, t2 - t1)
+"""
+
+
+def bench_parse(runs: int, env: dict[str, str]) -> dict[str, float]:
+    sdk, added = [], []
+    for _ in range(runs):
+        out = subprocess.run(
+            [sys.executable, "-c", PARSE_PROBE], env=env, capture_output=True, text=True, check=True
+        ).stdout
+        first, second = out.split()[-2:]
+        sdk.append(float(first))
+        added.append(float(second))
+    return {
+        "runs": runs,
+        "added_ms": statistics.median(added) * 1000,
+        "sdk_ms": statistics.median(sdk) * 1000,
+    }
+
+
+def add_rows(table: Table, parse: Any) -> None:
+    """The table's rows for this measure."""
+    row, verdict = table.row, table.verdict
+    row(
+        "import operator module on top of airflow.sdk (ms)",
+        f"{parse['added_ms']:.1f}",
+        f"{parse['sdk_ms']:.0f} (import airflow.sdk)",
+        parse["added_ms"] / parse["sdk_ms"],
+        verdict("< 20 ms added", parse["added_ms"] < 20),
+    )
