@@ -1,9 +1,15 @@
 # Two commands matter on a fresh machine: `make demo` and `make test`.
 # Both create the virtualenv and install everything first; only Python 3.11+ and make are needed.
+# `make test` runs the suite twice: on the newest Airflow 3 (.venv, which everything else uses too) and on
+# Airflow 2.11 (.venv-airflow2), the two ends of what the package supports.
+SHELL  := /bin/bash
 PYTHON ?= python3
 VENV   := .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
+AIRFLOW2_VERSION ?= 2.11.2
+VENV2  := .venv-airflow2
+STAMP2 := $(VENV2)/.installed-stamp
 
 .PHONY: demo test lint bench reliability siro-server clean
 
@@ -14,11 +20,23 @@ $(STAMP): pyproject.toml
 	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
 	@touch $(STAMP)
 
+$(STAMP2): pyproject.toml
+	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	$(PYTHON) -m venv $(VENV2)
+	$(VENV2)/bin/python -m pip install --quiet --upgrade pip uv
+	$(VENV2)/bin/uv pip install --quiet --python $(VENV2)/bin/python -e '.[test]' 'apache-airflow==$(AIRFLOW2_VERSION)'
+	@touch $(STAMP2)
+
 demo: $(STAMP)
 	$(BIN)/python dev/demo.py
 
-test: $(STAMP) lint
-	$(BIN)/python -m pytest
+test: $(STAMP) $(STAMP2) lint
+	@mkdir -p .build
+	@echo "== make test, leg 1 of 2: Airflow $$($(BIN)/python -c 'from importlib.metadata import version; print(version("apache-airflow"))')"
+	set -o pipefail; $(BIN)/python -m pytest 2>&1 | tee .build/test-airflow3.log
+	@echo "== make test, leg 2 of 2: Airflow $$($(VENV2)/bin/python -c 'from importlib.metadata import version; print(version("apache-airflow"))')"
+	set -o pipefail; $(VENV2)/bin/python -m pytest 2>&1 | tee .build/test-airflow2.log
+	@$(BIN)/python dev/test_summary.py "Airflow 3 leg=.build/test-airflow3.log" "Airflow 2.11 leg=.build/test-airflow2.log"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
@@ -34,4 +52,4 @@ siro-server: $(STAMP)
 	$(BIN)/python -m airflow_provider_siro.testing.server
 
 clean:
-	rm -rf $(VENV) .build
+	rm -rf $(VENV) $(VENV2) .build

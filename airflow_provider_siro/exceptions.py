@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from airflow.sdk.exceptions import AirflowException, AirflowFailException
+from airflow_provider_siro.compat import AirflowException, AirflowFailException
 
 
 class SiroValidationError(AirflowFailException, ValueError):

@@ -1,5 +1,8 @@
 """Example: schedule uploads on an Airflow asset that a sync DAG updates when new audio arrives.
 
+Airflow 3 only: it uses assets, their events' ``extra`` and ``dag_run.run_after``; on Airflow 2.11 the same
+pattern is written with a Dataset, and the upload operator is the same.
+
 ``siro_call_audio_sync`` stands in for the DAG that copies calls out of a phone system; each time it
 lands a file it updates the ``call_audio`` asset and names the file in the event's ``extra``.
 ``siro_upload_new_call_audio`` is scheduled on that asset and uploads every file the triggering events

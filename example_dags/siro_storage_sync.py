@@ -9,7 +9,13 @@ upload task per file streams it to Siro; ``collect`` receives every recording ID
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Param, task
+
+try:
+    from airflow.sdk import DAG, Param, task
+except ImportError:  # Airflow 2.11
+    from airflow import DAG
+    from airflow.decorators import task
+    from airflow.models.param import Param
 
 from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
 
@@ -33,7 +39,10 @@ with DAG(
     @task
     def list_new_audio(source_folder: str) -> list[str]:
         """Every audio file in the folder, as URLs/paths the upload task can open."""
-        from airflow.sdk import ObjectStoragePath
+        try:
+            from airflow.sdk import ObjectStoragePath
+        except ImportError:  # Airflow 2.11
+            from airflow.io.path import ObjectStoragePath
 
         folder = ObjectStoragePath(source_folder, conn_id=SOURCE_CONN_ID)
         found = sorted(str(p) for p in folder.iterdir() if p.is_file() and p.suffix.lower() in AUDIO_SUFFIXES)
@@ -46,7 +55,7 @@ with DAG(
         task_id="upload_recording",
         source_conn_id=SOURCE_CONN_ID,
         user_email="{{ params.user_email }}",
-        title="{{ task.source_path.rsplit('/', 1)[-1] }} (synced {{ dag_run.run_after | ds }})",
+        title="{{ task.source_path.rsplit('/', 1)[-1] }} (synced {{ dag_run.run_after | default(dag_run.logical_date) | ds }})",
         # The end of the sync window the call landed in. A manual run started without a logical date
         # has no data interval, hence the fallback to when the run was due.
         date_created="{{ data_interval_end | default(dag_run.run_after) }}",

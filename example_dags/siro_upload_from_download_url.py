@@ -12,7 +12,13 @@ The recording ID is the upload task's XCom ``return_value``; ``upload.output`` h
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, Param, task
+
+try:
+    from airflow.sdk import DAG, Param, task
+except ImportError:  # Airflow 2.11
+    from airflow import DAG
+    from airflow.decorators import task
+    from airflow.models.param import Param
 
 from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
 

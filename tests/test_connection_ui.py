@@ -12,8 +12,11 @@ from pathlib import Path
 
 import pytest
 import requests
+from airflow_compat import AIRFLOW_3
 
 UA = {"User-Agent": "siro-provider-tests"}
+FORM_EXTRAS = {"org_token", "client_id", "client_secret", "user_id", "scope", "auth_host", "timeout"}
+"""Extras the connection form must offer, on either Airflow."""
 
 
 def free_port() -> int:
@@ -24,10 +27,14 @@ def free_port() -> int:
 
 def test_providers_manager_knows_the_hook_and_connection_type():
     from airflow.providers_manager import ProvidersManager
-    from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
 
     assert "airflow-provider-siro" in ProvidersManager().providers
-    hook = ProvidersManagerTaskRuntime().hooks["siro"]
+    if AIRFLOW_3:  # where a task's process looks hooks up
+        from airflow.sdk.providers_manager_runtime import ProvidersManagerTaskRuntime
+
+        hook = ProvidersManagerTaskRuntime().hooks["siro"]
+    else:
+        hook = ProvidersManager().hooks["siro"]
     assert hook is not None
     assert hook.connection_testable
     assert hook.hook_class_name == "airflow_provider_siro.hooks.siro.SiroHook"
@@ -48,6 +55,7 @@ def test_airflow_providers_list_shows_the_provider(airflow_db: Path):
 
 
 @pytest.mark.slow
+@pytest.mark.airflow3
 def test_api_server_serves_the_labelled_connection_form(airflow_db: Path):
     port = free_port()
     env = {**os.environ, "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True"}
@@ -101,16 +109,33 @@ def test_api_server_serves_the_labelled_connection_form(airflow_db: Path):
     extra = siro["extra_fields"]
     assert extra["org_token"]["schema"]["title"] == "Organization API token"
     assert extra["client_secret"]["schema"]["title"] == "OAuth client secret"
-    assert set(extra) >= {
-        "org_token",
-        "client_id",
-        "client_secret",
-        "user_id",
-        "scope",
-        "auth_host",
-        "timeout",
-    }
+    assert set(extra) >= FORM_EXTRAS
     assert extra["scope"]["schema"]["enum"] == ["write", "read"]
+
+
+@pytest.mark.airflow2
+def test_airflow2_web_ui_builds_the_labelled_connection_form_from_the_hook(airflow_db: Path):
+    # Airflow 2's web server builds the connection form from the providers manager's widgets and
+    # field behaviours (Airflow 3 reads ``conn-fields`` instead, see the API server test above).
+    from airflow.providers_manager import ProvidersManager
+    from wtforms import BooleanField, PasswordField, StringField
+
+    manager = ProvidersManager()
+    widgets = {
+        name.removeprefix("extra__siro__"): widget
+        for name, widget in manager.connection_form_widgets.items()
+        if name.startswith("extra__siro__")
+    }
+    assert set(widgets) >= FORM_EXTRAS
+    assert widgets["org_token"].field.field_class is PasswordField
+    assert widgets["client_secret"].field.field_class is PasswordField
+    assert widgets["client_id"].field.field_class is StringField
+    assert widgets["newer_field_names"].field.field_class is BooleanField
+    assert widgets["org_token"].field.args[0] == "Organization API token"
+    behaviour = manager.field_behaviours["siro"]
+    assert behaviour["relabeling"] == {"host": "Siro API URL", "password": "Access token"}
+    assert {"login", "port", "schema"} <= set(behaviour["hidden_fields"])
+    assert "api.siro.ai" in behaviour["placeholders"]["host"]
 
 
 def test_airflow_connections_test_succeeds_against_the_offline_server(siro_server, airflow_db: Path):

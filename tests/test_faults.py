@@ -97,7 +97,7 @@ def run_task(source: Source) -> Outcome:
 
 
 def _fails_without_retry(exc: BaseException) -> bool:
-    from airflow.sdk.exceptions import AirflowFailException
+    from airflow_provider_siro.compat import AirflowFailException
 
     return isinstance(exc, AirflowFailException)
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow_compat import secrets_masker
 
 from airflow_provider_siro.exceptions import (
     SiroAmbiguousCreateError,
@@ -371,8 +372,7 @@ def test_list_integration_connections(siro_server, monkeypatch):
 
 
 def test_secrets_are_registered_with_airflows_masker(siro_server, monkeypatch):
-    from airflow.sdk._shared.secrets_masker import redact
-
+    redact, _ = secrets_masker()
     use_connection(monkeypatch, siro_server, oauth=True)
     # As in a task's own process: no signed URL handled before this one.
     monkeypatch.setattr(redaction, "_masked_signatures", set())
@@ -394,15 +394,13 @@ def test_a_process_handling_many_signed_urls_keeps_them_out_of_logs_without_slow
 ):
     import logging
 
-    from airflow.sdk._shared.secrets_masker import _secrets_masker
-
     use_connection(monkeypatch, siro_server)
     monkeypatch.setattr(redaction, "_masked_signatures", set())
-    patterns_before = len(_secrets_masker().patterns)
+    patterns_before = len(secrets_masker()[1].patterns)
     hook = SiroHook()
     signed = [hook.get_signed_urls("mp3", 10) for _ in range(3 * redaction.MASKED_SIGNATURES_PER_PROCESS)]
     # Airflow's masker recompiles over every secret on each registration: a process stops at the cap.
-    added = len(_secrets_masker().patterns) - patterns_before
+    added = len(secrets_masker()[1].patterns) - patterns_before
     assert redaction.MASKED_SIGNATURES_PER_PROCESS <= added <= 3 * redaction.MASKED_SIGNATURES_PER_PROCESS
     # Past it, the HTTP client's own debug line for a request still never carries a signature.
     late = signed[-1].upload_url

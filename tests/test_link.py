@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import pytest
+from airflow_compat import AIRFLOW_3, serialized_dag_for_run, xcom_value
 
 from airflow_provider_siro.hooks import auth
 from airflow_provider_siro.hooks.siro import SiroHook
@@ -47,33 +48,15 @@ def create_recording(title: str) -> str:
 
 
 def xcom(dag_run: Any, task_id: str, key: str, map_index: int = -1) -> Any:
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.execute(
-                XComModel.get_many(
-                    run_id=dag_run.run_id,
-                    dag_ids=dag_run.dag_id,
-                    task_ids=task_id,
-                    map_indexes=map_index,
-                    key=key,
-                )
-            )
-            .scalars()
-            .first()
-        )
-        return None if row is None else XComModel.deserialize_value(row)
+    return xcom_value(dag_run, task_id, key, map_index)
 
 
 def ui_links(dag_run: Any, task_id: str) -> dict[int, dict[str, str | None]]:
     """Each task instance's extra links as the API server computes them: from the serialized DAG."""
-    from airflow.models.dagbag import DBDagBag
     from airflow.utils.session import create_session
 
     with create_session() as session:
-        dag = DBDagBag().get_dag_for_run(dag_run, session=session)
+        dag = serialized_dag_for_run(dag_run, session)
         task = dag.get_task(task_id)
         return {
             ti.map_index: {name: task.get_extra_links(ti, name) or None for name in task.extra_links}
@@ -93,7 +76,8 @@ def test_each_mapped_sensor_links_to_its_own_recording(run_dag, app_url_connecti
     assert {index: links["Siro recording"] for index, links in ui_links(dag_run, "wait").items()} == expected
     for index, url in expected.items():
         assert xcom(dag_run, "wait", "siro_recording_id", index) == recording_ids[index]
-        assert xcom(dag_run, "wait", "_link_SiroRecordingLink", index) == url
+        if AIRFLOW_3:  # Airflow 3's worker resolves the link when the task finishes, for the UI
+            assert xcom(dag_run, "wait", "_link_SiroRecordingLink", index) == url
     # The same URL is in each task instance's log.
     output = capfd.readouterr().out
     for index, url in expected.items():
@@ -148,7 +132,8 @@ def test_the_sensor_and_the_upload_operator_declare_the_link():
 
     for operator in (SiroRecordingSensor, SiroUploadRecordingOperator):
         assert [link.name for link in operator.operator_extra_links] == ["Siro recording"]
-    assert SiroRecordingLink().xcom_key == "_link_SiroRecordingLink"
+    if AIRFLOW_3:  # where Airflow 3's worker stores the resolved link for the UI
+        assert SiroRecordingLink().xcom_key == "_link_SiroRecordingLink"
 
 
 def test_the_provider_registers_its_sensor_trigger_and_link():

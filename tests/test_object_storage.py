@@ -17,6 +17,7 @@ from datetime import UTC
 from typing import Any
 
 import pytest
+from airflow_compat import AIRFLOW_3
 
 from airflow_provider_siro.exceptions import SiroValidationError
 from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
@@ -78,7 +79,8 @@ def test_storage_sync_example_uploads_from_an_s3_bucket(s3_bucket, siro_server, 
     assert received == {
         key.rsplit("/", 1)[1]: hashlib.sha256(data).hexdigest() for key, data in sources.items()
     }
-    run_after = dag_run.run_after.astimezone(UTC)
+    # The example dates a run by data_interval_end, or by run_after where (Airflow 3) a run has none.
+    run_after = (dag_run.run_after if AIRFLOW_3 else dag_run.data_interval_end).astimezone(UTC)
     fraction = f".{run_after.microsecond:06d}" if run_after.microsecond else ""
     assert {r.body["dateCreated"] for r in siro_server.recordings.values()} == {
         f"{run_after:%Y-%m-%dT%H:%M:%S}{fraction}Z"

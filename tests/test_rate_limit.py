@@ -138,7 +138,7 @@ WORKER = textwrap.dedent(
     from test_rate_limit import upload
     audio = os.urandom(4_000)
     for i in range({count}):
-        print(upload(i, audio), flush=True)
+        print("ID", upload(i, audio), flush=True)  # a log line may reach stdout too
     """
 )
 
@@ -154,7 +154,14 @@ def test_parallel_task_processes_share_one_budget(limited_siro, monkeypatch, tmp
         subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
         for _ in range(processes)
     ]
-    outputs = [worker.communicate(timeout=240)[0].split() for worker in workers]
+    outputs = [
+        [
+            line.split()[1]
+            for line in worker.communicate(timeout=240)[0].splitlines()
+            if line.startswith("ID ")
+        ]
+        for worker in workers
+    ]
 
     assert [worker.returncode for worker in workers] == [0] * processes
     ids = [rid for output in outputs for rid in output]

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from airflow_compat import AIRFLOW_3, task_deferred, xcom_value
 
 from airflow_provider_siro.exceptions import SiroRecordingFailedError
 from airflow_provider_siro.hooks import auth
@@ -54,24 +55,7 @@ def create_recording(title: str = "Sensor test") -> str:
 
 def xcom(dag_run: Any, task_id: str, key: str = "return_value", map_index: int = -1) -> Any:
     """What a downstream task would pull: the value stored in the metadata DB."""
-    from airflow.models.xcom import XComModel
-    from airflow.utils.session import create_session
-
-    with create_session() as session:
-        row = (
-            session.execute(
-                XComModel.get_many(
-                    run_id=dag_run.run_id,
-                    dag_ids=dag_run.dag_id,
-                    task_ids=task_id,
-                    map_indexes=map_index,
-                    key=key,
-                )
-            )
-            .scalars()
-            .first()
-        )
-        return None if row is None else XComModel.deserialize_value(row)
+    return xcom_value(dag_run, task_id, key, map_index)
 
 
 def task_instance(dag_run: Any, task_id: str) -> Any:
@@ -85,9 +69,12 @@ def reschedules(ti: Any) -> int:
     from sqlalchemy import func, select
 
     with create_session() as session:
-        return session.scalar(
-            select(func.count()).select_from(TaskReschedule).where(TaskReschedule.ti_id == ti.id)
-        )
+        if AIRFLOW_3:
+            which = TaskReschedule.ti_id == ti.id
+        else:
+            which = (TaskReschedule.dag_id == ti.dag_id) & (TaskReschedule.run_id == ti.run_id)
+            which &= (TaskReschedule.task_id == ti.task_id) & (TaskReschedule.map_index == ti.map_index)
+        return session.scalar(select(func.count()).select_from(TaskReschedule).where(which))
 
 
 def reads(server: Any, recording_id: str) -> list[Any]:
@@ -230,7 +217,7 @@ def test_a_recording_id_that_renders_empty_fails_before_any_request(
 
 def test_deferring_hands_the_trigger_the_connection_id_and_deadline_never_a_token(siro_server, monkeypatch):
     """What ``execute`` defers with is exactly what the triggerer will get (kwargs go to the DB)."""
-    from airflow.sdk.exceptions import TaskDeferred
+    TaskDeferred = task_deferred()
 
     conn = siro_server.connection(oauth=True, retry_backoff=0.01)
     monkeypatch.setenv("AIRFLOW_CONN_SIRO_DEFAULT", json.dumps(conn))
@@ -325,10 +312,14 @@ def test_deferrable_follows_the_default_deferrable_setting():
 
 
 def test_importing_the_sensor_loads_no_http_client():
-    """DAG files that use the sensor parse without importing the hook, requests or httpx."""
+    """DAG files that use the sensor parse without importing the hook, requests or httpx: none of them
+    comes with the sensor module on top of what its Airflow base class brings (Airflow 2 itself imports
+    requests)."""
     script = (
-        "import sys; import airflow_provider_siro.sensors.siro; "
-        "print(sorted(m for m in ('requests', 'aiohttp', 'airflow_provider_siro.hooks.siro') if m in sys.modules))"
+        "import sys; from airflow_provider_siro.compat import BaseSensorOperator, PokeReturnValue, conf; "
+        "before = set(sys.modules); import airflow_provider_siro.sensors.siro; "
+        "print(sorted(m for m in ('requests', 'httpx', 'aiohttp', 'airflow_provider_siro.hooks.siro') "
+        "if m in sys.modules and m not in before))"
     )
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "[]"

@@ -16,6 +16,7 @@ import time
 from typing import Any
 
 import pytest
+from airflow_compat import serde
 
 from airflow_provider_siro.hooks import auth
 from airflow_provider_siro.hooks.siro import SiroAsyncHook, SiroHook
@@ -49,7 +50,7 @@ def create_recording(title: str = "Trigger test") -> str:
 
 def make_trigger(recording_id: str, *, timeout: float = 60.0, **kwargs: Any) -> SiroRecordingTrigger:
     """A trigger as the triggerer builds it: from the classpath and kwargs a task deferred with."""
-    from airflow.sdk.serde import deserialize, serialize
+    serialize, deserialize = serde()
 
     original = SiroRecordingTrigger(
         recording_id=recording_id,
@@ -112,7 +113,7 @@ def test_serializes_to_its_classpath_and_plain_kwargs_without_secrets(siro_serve
         "show_crm_opportunities": False,
     }
     # What the metadata DB stores must be enough to rebuild the trigger, and must hold no credential.
-    from airflow.sdk.serde import deserialize, serialize
+    serialize, deserialize = serde()
 
     stored = json.dumps(serialize(kwargs))
     for secret in (siro_server.org_token, siro_server.client_secret):
@@ -331,6 +332,8 @@ class Spy:
             self.threads.setdefault(name, threading.get_ident())
         return None
 
+import airflow.triggers.base  # the base class: Airflow 2 imports requests itself, in this thread
+TRACKED = sorted(n for n in ("requests", "airflow_provider_siro.hooks.siro") if n not in sys.modules)
 sys.meta_path.insert(0, Spy())
 from airflow_provider_siro.triggers.siro import SiroRecordingTrigger
 
@@ -342,7 +345,8 @@ async def main():
     loop_thread = threading.get_ident()
     print(json.dumps({{"status": event.payload["status"],
                       "on_loop": sorted(n for n, t in Spy.threads.items() if t == loop_thread),
-                      "imported": sorted(Spy.threads)}}))
+                      "imported": sorted(n for n in Spy.threads if n in TRACKED),
+                      "tracked": TRACKED}}))
 
 asyncio.run(main())
 """
@@ -351,10 +355,12 @@ asyncio.run(main())
     )
     result = json.loads(out.stdout.strip().splitlines()[-1])
 
+    assert "airflow_provider_siro.hooks.siro" in result["tracked"]
     assert result == {
         "status": "success",
         "on_loop": [],
-        "imported": ["airflow_provider_siro.hooks.siro", "requests"],
+        "imported": result["tracked"],
+        "tracked": result["tracked"],
     }
 
 

@@ -20,8 +20,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
-from airflow.sdk.log import mask_secret
-
+from airflow_provider_siro.compat import mask_secret
 from airflow_provider_siro.exceptions import SiroApiError
 from airflow_provider_siro.hooks.settings import SiroConnectionSettings
 

@@ -14,7 +14,7 @@ import re
 import threading
 from urllib.parse import parse_qsl, urlsplit
 
-from airflow.sdk.log import mask_secret
+from airflow_provider_siro.compat import mask_secret
 
 
 def redact_url(url: str) -> str:

@@ -14,8 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-from airflow.sdk.log import mask_secret
-
+from airflow_provider_siro.compat import mask_secret
 from airflow_provider_siro.exceptions import SiroValidationError
 
 DEFAULT_API_URL = "https://api.siro.ai"

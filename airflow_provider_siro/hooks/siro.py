@@ -19,8 +19,7 @@ from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
-from airflow.sdk import BaseHook
-
+from airflow_provider_siro.compat import BaseHook
 from airflow_provider_siro.exceptions import SiroAmbiguousCreateError, SiroApiError, SiroValidationError
 from airflow_provider_siro.hooks.async_transport import AsyncTransportMixin
 from airflow_provider_siro.hooks.auth import TOKEN_LIFETIME, TOKEN_REFRESH_MARGIN, TokenMixin
@@ -104,10 +103,35 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
     # ------------------------------------------------------------------ connection form
     @classmethod
     def get_ui_field_behaviour(cls) -> dict[str, Any]:
-        """Connection form layout (also declared in ``get_provider_info`` for Airflow 3's UI)."""
+        """The connection form's layout, for Airflow 2's web UI (Airflow 3 reads ``get_provider_info``)."""
         from airflow_provider_siro.get_provider_info import UI_FIELD_BEHAVIOUR
 
-        return UI_FIELD_BEHAVIOUR
+        # The same layout; Airflow 2 spells its keys with underscores (hidden_fields).
+        return {key.replace("-", "_"): value for key, value in UI_FIELD_BEHAVIOUR.items()}
+
+    @classmethod
+    def get_connection_form_widgets(cls) -> dict[str, Any]:
+        """The extras' form fields for Airflow 2's web UI, made from the ``conn-fields`` Airflow 3 reads.
+
+        Airflow 3 takes the fields from ``get_provider_info`` and never calls this; Airflow 2 calls it
+        when its web server builds the connection form (Flask-AppBuilder and WTForms are there).
+        """
+        from flask_appbuilder.fieldwidgets import BS3PasswordFieldWidget, BS3TextFieldWidget
+        from wtforms import BooleanField, PasswordField, StringField
+
+        from airflow_provider_siro.get_provider_info import CONN_FIELDS
+
+        widgets: dict[str, Any] = {}
+        for name, spec in CONN_FIELDS.items():
+            label, description, schema = spec["label"], spec["description"], spec["schema"]
+            kind = schema["type"][0]
+            if schema.get("format") == "password":
+                widgets[name] = PasswordField(label, description=description, widget=BS3PasswordFieldWidget())
+            elif kind == "boolean":
+                widgets[name] = BooleanField(label, description=description)
+            else:  # strings and numbers alike: a text box that may stay empty; the hook checks numbers
+                widgets[name] = StringField(label, description=description, widget=BS3TextFieldWidget())
+        return widgets
 
     # ------------------------------------------------------------------ settings
     @cached_property

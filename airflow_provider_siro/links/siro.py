@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from airflow.sdk import BaseOperatorLink
+from airflow_provider_siro.compat import BaseOperatorLink
 
 if TYPE_CHECKING:
     from airflow.sdk import BaseOperator, Context
@@ -33,7 +33,7 @@ class SiroRecordingLink(BaseOperatorLink):
 
     def get_link(self, operator: BaseOperator, *, ti_key: TaskInstanceKey) -> str:
         """The recording's URL in the Siro web app, or ``""`` while the task has not named one."""
-        from airflow.sdk.execution_time.xcom import XCom
+        from airflow_provider_siro.compat import XCom
 
         recording_id = XCom.get_value(ti_key=ti_key, key=RECORDING_ID_XCOM_KEY)
         if not isinstance(recording_id, str) or not recording_id:

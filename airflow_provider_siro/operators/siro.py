@@ -14,8 +14,7 @@ from functools import cached_property
 from typing import IO, TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow.sdk import BaseOperator, conf
-
+from airflow_provider_siro.compat import BaseOperator, conf
 from airflow_provider_siro.exceptions import (
     SiroApiError,
     SiroRecordingFailedError,
@@ -63,7 +62,7 @@ def _source_path_text(source_path: Any) -> Any:
         return source_path
     if isinstance(source_path, os.PathLike):
         return os.fspath(source_path)
-    from airflow.sdk import ObjectStoragePath
+    from airflow_provider_siro.compat import ObjectStoragePath
 
     if isinstance(source_path, ObjectStoragePath):
         return str(source_path)
@@ -211,7 +210,7 @@ class SiroUploadRecordingOperator(BaseOperator):
         """
         super()._do_render_template_fields(parent, template_fields, context, jinja_env, seen_oids)
         if parent is self and isinstance(self.download_url, str) and urlsplit(self.download_url).query:
-            from airflow.sdk.log import mask_secret
+            from airflow_provider_siro.compat import mask_secret
 
             mask_secret(urlsplit(self.download_url).query)
 
@@ -262,13 +261,17 @@ class SiroUploadRecordingOperator(BaseOperator):
 
             opener, label = open_local, local
         else:
-            from airflow.sdk import ObjectStoragePath
+            from airflow_provider_siro.compat import ObjectStoragePath
 
             try:
                 path = ObjectStoragePath(source, conn_id=self.source_conn_id)
+                path.fs  # noqa: B018 - Airflow 2.11 finds the scheme's filesystem only when asked for it
             except ValueError as exc:  # e.g. "No filesystem registered for scheme s3"
+                # fsspec words a missing filesystem differently across versions: say it one way.
+                scheme = source.split("://", 1)[0] if "://" in source else ""
+                why = f"Unsupported filesystem: {scheme!r}" if "filesystem" in str(exc).lower() else str(exc)
                 raise SiroValidationError(
-                    "source_path", f"{source!r} cannot be opened by Airflow's object storage: {exc}"
+                    "source_path", f"{source!r} cannot be opened by Airflow's object storage: {why}"
                 ) from None
             # stat(), not is_file(): fsspec's is_file() answers False for any error, so a store that is
             # unreachable would pass for a missing file and fail the task without a retry. Here only a

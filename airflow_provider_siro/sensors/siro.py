@@ -12,9 +12,13 @@ from datetime import timedelta
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 
-from airflow.sdk import BaseSensorOperator, PokeReturnValue, conf
-from airflow.sdk.exceptions import AirflowException, AirflowSensorTimeout
-
+from airflow_provider_siro.compat import (
+    AirflowException,
+    AirflowSensorTimeout,
+    BaseSensorOperator,
+    PokeReturnValue,
+    conf,
+)
 from airflow_provider_siro.exceptions import SiroApiError, SiroRecordingFailedError, SiroValidationError
 from airflow_provider_siro.links.siro import SiroRecordingLink
 from airflow_provider_siro.triggers.siro import SiroRecordingTrigger, describe, gone_error, is_processed

@@ -12,7 +12,10 @@ from benchmarks.common import Table
 PARSE_PROBE = """\
 import time
 t0 = time.perf_counter()
-import airflow.sdk
+try:
+    import airflow.sdk
+except ImportError:  # Airflow 2.11: the operator's base class is where the SDK would be
+    import airflow.models.baseoperator
 t1 = time.perf_counter()
 import airflow_provider_siro.operators.siro
 t2 = time.perf_counter()

@@ -7,7 +7,12 @@ task stores among its rendered fields (a signed URL's query string is a credenti
 from __future__ import annotations
 
 import pendulum
-from airflow.sdk import DAG, task
+
+try:
+    from airflow.sdk import DAG, task
+except ImportError:  # Airflow 2.11
+    from airflow import DAG
+    from airflow.decorators import task
 
 from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
 

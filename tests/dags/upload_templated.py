@@ -14,7 +14,12 @@ from __future__ import annotations
 from datetime import datetime, timedelta
 
 import pendulum
-from airflow.sdk import DAG, task
+
+try:
+    from airflow.sdk import DAG, task
+except ImportError:  # Airflow 2.11
+    from airflow import DAG
+    from airflow.decorators import task
 
 from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
 
