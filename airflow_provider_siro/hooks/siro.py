@@ -42,7 +42,8 @@ from airflow_provider_siro.exceptions import (
     SiroValidationError,
 )
 from airflow_provider_siro.payload import CONTENT_TYPES, RecordingFields, check_signed_url_request
-from airflow_provider_siro.utils.rate_limit import RequestRateLimiter
+from airflow_provider_siro.utils.rate_limit import RateLimiter, limiter_for
+from airflow_provider_siro.utils.rate_limit_redis import check_backend
 
 DEFAULT_API_URL = "https://api.siro.ai"
 DEFAULT_AUTH_URL = "https://functions.siro.ai/api-externalApi"
@@ -191,6 +192,9 @@ class SiroConnectionSettings:
     upload_chunk_size: int
     progress_interval: float
     max_requests_per_minute: float
+    rate_limit_backend: str = "local"
+    rate_limit_redis_conn_id: str | None = None
+    rate_limit_on_backend_error: str = "fail"
 
     @property
     def uses_oauth(self) -> bool:
@@ -225,9 +229,6 @@ class _CachedToken:
 
 _TOKEN_CACHE: dict[str, _CachedToken] = {}
 _TOKEN_LOCK = threading.Lock()
-
-_LIMITERS: dict[tuple[str, float], RequestRateLimiter] = {}
-_LIMITERS_LOCK = threading.Lock()
 
 
 DEFAULT_UPLOAD_CHUNK = 1024 * 1024
@@ -427,6 +428,12 @@ class SiroHook(BaseHook):
             raise SiroValidationError(
                 f"{self.siro_conn_id}.extra.scope", f"must be read or write, got {scope!r}"
             )
+        on_backend_error = str(extra("rate_limit_on_backend_error", "fail"))
+        if on_backend_error not in ("fail", "local"):
+            raise SiroValidationError(
+                f"{self.siro_conn_id}.extra.rate_limit_on_backend_error",
+                f"must be fail or local, got {on_backend_error!r}",
+            )
         return SiroConnectionSettings(
             conn_id=self.siro_conn_id,
             api_url=api_url,
@@ -448,6 +455,11 @@ class SiroHook(BaseHook):
             max_requests_per_minute=number(
                 "max_requests_per_minute", DEFAULT_MAX_REQUESTS_PER_MINUTE, float, 0.0
             ),
+            rate_limit_backend=check_backend(
+                f"{self.siro_conn_id}.extra.rate_limit_backend", extra("rate_limit_backend", "local")
+            ),
+            rate_limit_redis_conn_id=extra("rate_limit_redis_conn_id"),
+            rate_limit_on_backend_error=on_backend_error,
         )
 
     def _base_url(
@@ -492,18 +504,16 @@ class SiroHook(BaseHook):
         return session
 
     @cached_property
-    def rate_limiter(self) -> RequestRateLimiter | None:
-        """The machine-wide pace of this credential's user-scoped calls, or None when switched off."""
-        settings = self.settings
-        if not settings.max_requests_per_minute:
-            return None
-        # The limiter hashes its key into the state file's name: a pasted token may stand in it as is.
-        key = f"{settings.api_url}\0{settings.access_token or self._token_key}"
-        with _LIMITERS_LOCK:  # one per budget and process: every hook of a worker shares its descriptor
-            return _LIMITERS.setdefault(
-                (key, settings.max_requests_per_minute),
-                RequestRateLimiter(key, settings.max_requests_per_minute),
-            )
+    def rate_limiter(self) -> RateLimiter | None:
+        """The pace of this credential's user-scoped calls (machine- or Redis-wide), or None when off."""
+        s = self.settings
+        return limiter_for(  # the key is only ever hashed: a pasted token may stand in it as is
+            f"{s.api_url}\0{s.access_token or self._token_key}",
+            s.max_requests_per_minute,
+            s.rate_limit_backend,
+            redis_conn_id=s.rate_limit_redis_conn_id,
+            on_error=s.rate_limit_on_backend_error,
+        )
 
     def _pace(self, method: str, endpoint: str) -> float:
         """Reserve a slot for one user-scoped call; return the seconds to wait before sending it."""
@@ -1005,6 +1015,12 @@ class SiroAsyncHook(SiroHook):
         if client is not None:
             await client.aclose()
 
+    async def _apace(self, method: str, endpoint: str) -> float:
+        """:meth:`_pace` without blocking the event loop on a Redis round trip (or on building the limiter)."""
+        if "rate_limiter" not in self.__dict__ or getattr(self.rate_limiter, "remote", False):
+            return await asyncio.to_thread(self._pace, method, endpoint)
+        return self._pace(method, endpoint)
+
     async def _asend(
         self, method: str, url: str, *, endpoint: str, params: dict[str, str] | None = None
     ) -> Any:
@@ -1021,7 +1037,7 @@ class SiroAsyncHook(SiroHook):
         attempt = 0
         while True:
             headers = {"x-siro-auth-token": await self.aget_access_token()}
-            if wait := self._pace(method, endpoint):
+            if wait := await self._apace(method, endpoint):
                 await asyncio.sleep(wait)
             started = time.monotonic()
             try:
