@@ -21,6 +21,9 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "auth_host": "https://functions.siro.ai/api-externalApi",
         "app_url": "https://app.siro.ai",
         "max_requests_per_minute": "900",
+        "rate_limit_backend": "local, or redis://host:6379/0 to share the budget across machines",
+        "rate_limit_redis_conn_id": "a redis connection holding the server's password",
+        "rate_limit_on_backend_error": "fail",
     },
 }
 
@@ -65,6 +68,20 @@ CONN_FIELDS: dict[str, Any] = {
         "Pace of API calls, shared by every task on a machine using this credential (900; 0 = off). "
         "Siro allows 1000 per token per minute.",
         "number",
+    ),
+    "rate_limit_backend": _field(
+        "Rate-limit backend",
+        "local (one budget per machine) or a Redis/Valkey URL without password (one budget everywhere).",
+        "string",
+    ),
+    "rate_limit_redis_conn_id": _field(
+        "Redis connection ID", "A redis connection whose password (and login) the backend uses.", "string"
+    ),
+    "rate_limit_on_backend_error": _field(
+        "When Redis is down",
+        "fail the call, or pace by the local budget until Redis answers again.",
+        "string",
+        enum=["fail", "local"],
     ),
 }
 

@@ -29,6 +29,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -149,13 +150,17 @@ def siro_server() -> Iterator[Any]:
         yield server
 
 
-@pytest.fixture(scope="module")
-def cluster(tmp_path_factory: pytest.TempPathFactory, siro_server: Any) -> Iterator[Cluster]:
-    """One set of Airflow processes for the module's tests (starting them takes most of a minute)."""
-    home = tmp_path_factory.mktemp("cluster") / "airflow"
+@contextmanager
+def airflow_deployment(home: Path, dag_files: list[Path], settings: dict[str, str]) -> Iterator[Cluster]:
+    """An Airflow home with ``dag_files`` in its DAGs folder and a migrated SQLite DB, as a :class:`Cluster`
+    whose processes the caller starts; every one is stopped on the way out, and must stop cleanly.
+
+    :param settings: environment for every process, on top of what all deployments here share (the
+        executor, connections, the rate limiter's directory).
+    """
     dags = home / "dags"
     dags.mkdir(parents=True)
-    for source in DAG_FILES:
+    for source in dag_files:
         (dags / source.name).symlink_to(source)
     port = _free_port()
     env = {key: value for key, value in os.environ.items() if not key.startswith("AIRFLOW")}
@@ -164,8 +169,6 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, siro_server: Any) -> Itera
             "AIRFLOW_HOME": str(home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(dags),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-            "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__CORE__DAGS_ARE_PAUSED_AT_CREATION": "False",
             # Every REST call acts as an admin: the test needs no login, and nothing listens beyond loopback.
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_ALL_ADMINS": "True",
@@ -177,17 +180,11 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, siro_server: Any) -> Itera
             # Workers and the triggerer authenticate to the Execution API with tokens signed by this key.
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_urlsafe(32),
             "AIRFLOW__SCHEDULER__SCHEDULER_HEARTBEAT_SEC": "1",
-            "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "5",
             "AIRFLOW__LOGGING__LOGGING_LEVEL": "INFO",
-            # An OAuth app connection: the worker and the triggerer each mint their own access token.
-            "AIRFLOW_CONN_SIRO_DEFAULT": json.dumps(
-                siro_server.connection(oauth=True, retry_backoff=0.01, max_requests_per_minute=PACE)
-            ),
-            # The rate limiter's state, shared by every task process of this "machine".
-            "TMPDIR": str(home),
             "NO_PROXY": "127.0.0.1,localhost",
             "no_proxy": "127.0.0.1,localhost",
+            **settings,
         }
     )
     subprocess.run(
@@ -200,13 +197,32 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, siro_server: Any) -> Itera
     running = Cluster(home=home, port=port, env=env)
     running.http.trust_env = False
     try:
-        for name, args in PROCESSES.items():
-            running.start(name, args)
         yield running
     finally:
         codes = running.stop()
     # A clean shutdown is part of the contract: every process honoured SIGTERM within the grace period.
     assert None not in codes.values(), f"processes that needed SIGKILL: {codes}\n{running.logs()}"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory: pytest.TempPathFactory, siro_server: Any) -> Iterator[Cluster]:
+    """One set of Airflow processes for the module's tests (starting them takes most of a minute)."""
+    home = tmp_path_factory.mktemp("cluster") / "airflow"
+    settings = {
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
+        # An OAuth app connection: the worker and the triggerer each mint their own access token.
+        "AIRFLOW_CONN_SIRO_DEFAULT": json.dumps(
+            siro_server.connection(oauth=True, retry_backoff=0.01, max_requests_per_minute=PACE)
+        ),
+        # The rate limiter's state, shared by every task process of this "machine".
+        "TMPDIR": str(home),
+    }
+    with airflow_deployment(home, DAG_FILES, settings) as running:
+        for name, args in PROCESSES.items():
+            running.start(name, args)
+        yield running
 
 
 def _healthy(cluster: Cluster) -> bool:
@@ -221,6 +237,7 @@ def _user_agent_client(request: Any) -> str:
 
 
 @pytest.mark.slow
+@pytest.mark.airflow3
 def test_upload_and_wait_defers_to_a_separate_triggerer_and_resumes_in_a_new_worker(
     cluster: Cluster, siro_server: Any, tmp_path: Path
 ):
@@ -333,6 +350,7 @@ def test_upload_and_wait_defers_to_a_separate_triggerer_and_resumes_in_a_new_wor
 
 
 @pytest.mark.slow
+@pytest.mark.airflow3
 def test_parallel_mapped_uploads_share_one_request_budget(cluster: Cluster, siro_server: Any, tmp_path: Path):
     # A mapped upload whose task instances run as parallel LocalExecutor processes, each with its own
     # hook and token: together they keep to the connection's pace.

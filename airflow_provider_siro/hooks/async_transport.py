@@ -40,6 +40,7 @@ class AsyncTransportMixin:
     aget_access_token: Callable[[], Awaitable[str]]  # SiroAsyncHook's
     _forget_token: Callable[[], None]  # TokenMixin's
     _pace: Callable[[str, str], float]  # TransportMixin's
+    rate_limiter: Any  # TransportMixin's
     _retry_wait: Callable[[str, str, int, str, float | None], float]  # TransportMixin's
     _network_retry_wait: Callable[[Exception, str, str, int], float]  # TransportMixin's
     _error: Callable[..., SiroApiError]  # TransportMixin's
@@ -69,6 +70,12 @@ class AsyncTransportMixin:
         if client is not None:
             await client.aclose()
 
+    async def _apace(self, method: str, endpoint: str) -> float:
+        """:meth:`_pace` without blocking the event loop on a Redis round trip (or on building the limiter)."""
+        if "rate_limiter" not in self.__dict__ or getattr(self.rate_limiter, "remote", False):
+            return await asyncio.to_thread(self._pace, method, endpoint)
+        return self._pace(method, endpoint)
+
     async def _asend(
         self, method: str, url: str, *, endpoint: str, params: dict[str, str] | None = None
     ) -> Any:
@@ -85,7 +92,7 @@ class AsyncTransportMixin:
         attempt = 0
         while True:
             headers = {"x-siro-auth-token": await self.aget_access_token()}
-            if wait := self._pace(method, endpoint):
+            if wait := await self._apace(method, endpoint):
                 await asyncio.sleep(wait)
             started = time.monotonic()
             try:

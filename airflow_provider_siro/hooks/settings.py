@@ -16,6 +16,7 @@ from urllib.parse import urlsplit
 
 from airflow_provider_siro.compat import mask_secret
 from airflow_provider_siro.exceptions import SiroValidationError
+from airflow_provider_siro.utils.rate_limit_redis import check_backend
 
 DEFAULT_API_URL = "https://api.siro.ai"
 DEFAULT_AUTH_URL = "https://functions.siro.ai/api-externalApi"
@@ -52,6 +53,9 @@ class SiroConnectionSettings:
     upload_chunk_size: int
     progress_interval: float
     max_requests_per_minute: float
+    rate_limit_backend: str = "local"
+    rate_limit_redis_conn_id: str | None = None
+    rate_limit_on_backend_error: str = "fail"
 
     @property
     def uses_oauth(self) -> bool:
@@ -125,6 +129,11 @@ def read_settings(conn_id: str, conn: Any) -> SiroConnectionSettings:
     scope = str(extra("scope", "write"))
     if scope not in ("read", "write"):
         raise SiroValidationError(f"{conn_id}.extra.scope", f"must be read or write, got {scope!r}")
+    on_backend_error = str(extra("rate_limit_on_backend_error", "fail"))
+    if on_backend_error not in ("fail", "local"):
+        raise SiroValidationError(
+            f"{conn_id}.extra.rate_limit_on_backend_error", f"must be fail or local, got {on_backend_error!r}"
+        )
     return SiroConnectionSettings(
         conn_id=conn_id,
         api_url=api_url,
@@ -146,6 +155,11 @@ def read_settings(conn_id: str, conn: Any) -> SiroConnectionSettings:
         max_requests_per_minute=number(
             "max_requests_per_minute", DEFAULT_MAX_REQUESTS_PER_MINUTE, float, 0.0
         ),
+        rate_limit_backend=check_backend(
+            f"{conn_id}.extra.rate_limit_backend", extra("rate_limit_backend", "local")
+        ),
+        rate_limit_redis_conn_id=extra("rate_limit_redis_conn_id"),
+        rate_limit_on_backend_error=on_backend_error,
     )
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 import logging
 import platform
 import random
-import threading
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -27,7 +26,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 from airflow_provider_siro import __version__
 from airflow_provider_siro.exceptions import SiroAmbiguousCreateError, SiroApiError, SiroRejectedError
 from airflow_provider_siro.hooks.settings import SiroConnectionSettings
-from airflow_provider_siro.utils.rate_limit import RequestRateLimiter
+from airflow_provider_siro.utils.rate_limit import RateLimiter, limiter_for
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 """Statuses after which the same request may succeed: rate limiting and gateway failures."""
@@ -39,10 +38,6 @@ USER_AGENT = (
     f"airflow-provider-siro/{__version__} "
     f"({platform.python_implementation()}/{platform.python_version()}; requests/{requests.__version__})"
 )
-
-
-_LIMITERS: dict[tuple[str, float], RequestRateLimiter] = {}
-_LIMITERS_LOCK = threading.Lock()
 
 
 def _parse_retry_after(value: str | None) -> float | None:
@@ -90,18 +85,16 @@ class TransportMixin:
         return session
 
     @cached_property
-    def rate_limiter(self) -> RequestRateLimiter | None:
-        """The machine-wide pace of this credential's user-scoped calls, or None when switched off."""
-        settings = self.settings
-        if not settings.max_requests_per_minute:
-            return None
-        # The limiter hashes its key into the state file's name: a pasted token may stand in it as is.
-        key = f"{settings.api_url}\0{settings.access_token or self._token_key}"
-        with _LIMITERS_LOCK:  # one per budget and process: every hook of a worker shares its descriptor
-            return _LIMITERS.setdefault(
-                (key, settings.max_requests_per_minute),
-                RequestRateLimiter(key, settings.max_requests_per_minute),
-            )
+    def rate_limiter(self) -> RateLimiter | None:
+        """The pace of this credential's user-scoped calls (machine- or Redis-wide), or None when off."""
+        s = self.settings
+        return limiter_for(  # the key is only ever hashed: a pasted token may stand in it as is
+            f"{s.api_url}\0{s.access_token or self._token_key}",
+            s.max_requests_per_minute,
+            s.rate_limit_backend,
+            redis_conn_id=s.rate_limit_redis_conn_id,
+            on_error=s.rate_limit_on_backend_error,
+        )
 
     def _pace(self, method: str, endpoint: str) -> float:
         """Reserve a slot for one user-scoped call; return the seconds to wait before sending it."""
