@@ -382,7 +382,7 @@ class SiroUploadRecordingsOperator(BaseOperator):
         ``"**/*.wav"``). (templated)
     :param fields_per_source: recording fields per source, over the shared ones: a callable of the
         source path, or a dict keyed by source as given, each value a dict of the single operator's
-        field names (and ``file_type``). (templated)
+        field names (and ``file_type``). Not templated: Airflow would call a callable to render it.
     :param max_concurrency: files streamed at once.
     :param ledger_path: the upload ledger, as for :class:`SiroUploadRecordingOperator`. (templated)
     :param ledger_conn_id: the connection for ``ledger_path``; ``source_conn_id`` when omitted.
@@ -396,12 +396,11 @@ class SiroUploadRecordingsOperator(BaseOperator):
         "source_paths",
         "source_folder",
         "pattern",
-        "fields_per_source",
         "file_type",
         "ledger_path",
         *_FIELD_ARGS,
     )
-    template_fields_renderers = {"crm_objects": "json", "fields_per_source": "json"}
+    template_fields_renderers = {"crm_objects": "json"}
     ui_color = "#e8f0fe"
 
     def __init__(
