@@ -389,5 +389,7 @@ def ledger_for(ledger_path: Any, conn_id: str | None, context: Any) -> UploadLed
 
     path = check_text("ledger_path", ledger_path, if_empty="give a folder or URL, or None for no ledger")
     ti = context.get("ti") if context else None
-    owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}[{ti.map_index}] try {ti.try_number}" if ti else ""
+    owner = ""
+    if hasattr(ti, "run_id"):
+        owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}[{ti.map_index}] try {ti.try_number}"
     return UploadLedger(path, conn_id, owner=owner)
