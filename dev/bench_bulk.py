@@ -48,6 +48,15 @@ def write_files(folder: Path, count: int, size: int) -> list[str]:
     return paths
 
 
+def peak_rss_mib() -> float:
+    """This process's peak RSS since exec (``VmHWM``). Not ``ru_maxrss``: a child forked from the parent,
+    which holds the offline server's stored uploads, would count the parent's pages from before exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
 def cpu_now() -> float:
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
@@ -86,7 +95,7 @@ def leg_bare(paths: list[str], width: int) -> None:
     report(len(ids), time.monotonic() - started, cpu_now() - cpu)
 
 
-def leg_bulk(paths: list[str], width: int, ledger: str) -> None:
+def leg_bulk(paths: list[str], width: int, ledger: str | None) -> None:
     from airflow_provider_siro.operators.siro import SiroUploadRecordingsOperator
 
     operator = SiroUploadRecordingsOperator(
@@ -102,7 +111,7 @@ def leg_bulk(paths: list[str], width: int, ledger: str) -> None:
     report(len(ids), time.monotonic() - started, cpu_now() - cpu)
 
 
-def leg_one(path: str) -> None:
+def leg_one(path: str, rss_file: str) -> None:
     from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
 
     class TaskInstance:  # outside a worker there is no XCom to push the extra link's ID to
@@ -112,10 +121,11 @@ def leg_one(path: str) -> None:
     SiroUploadRecordingOperator(
         task_id="bench_one", source_path=path, title=os.path.basename(path), user_email="rep@example.com"
     ).execute(context={"ti": TaskInstance()})  # type: ignore[typeddict-item]
+    Path(rss_file).write_text(str(peak_rss_mib()))
 
 
 def report(files: int, seconds: float, cpu: float) -> None:
-    rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    rss = peak_rss_mib()
     print("RESULT " + json.dumps({"files": files, "seconds": seconds, "cpu": cpu, "rss": rss}), flush=True)
 
 
@@ -147,7 +157,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.leg == "bulk":
             leg_bulk(paths, args.width, args.ledger)
         else:
-            leg_one(paths[0])
+            leg_one(paths[0], args.paths + ".rss")
         return 0
     if args.tiny:
         args.files, args.size, args.mapped_sample = 6, 64 * 1024, 2
@@ -161,12 +171,21 @@ def main(argv: list[str] | None = None) -> int:
         env["AIRFLOW_CONN_SIRO_DEFAULT"] = json.dumps(conn)
         env.setdefault("AIRFLOW_HOME", str(work / "airflow"))
         rows: dict[str, tuple[float, float, float]] = {}
-        for leg in ("bare", "bulk"):
+        for leg in ("bare", "bulk", "bulk-no-ledger"):
             paths = write_files(work / leg, args.files, args.size)
             (work / f"{leg}.json").write_text(json.dumps(paths))
             extra = ["--ledger", str(work / "ledger")] if leg == "bulk" else []
             result = child(
-                ["--leg", leg, "--paths", str(work / f"{leg}.json"), "--width", str(args.width), *extra], env
+                [
+                    "--leg",
+                    leg.split("-")[0],
+                    "--paths",
+                    str(work / f"{leg}.json"),
+                    "--width",
+                    str(args.width),
+                    *extra,
+                ],
+                env,
             )
             rows[leg] = (
                 result["files"] / result["seconds"],
@@ -193,11 +212,11 @@ def main(argv: list[str] | None = None) -> int:
             if os.waitstatus_to_exitcode(status):
                 raise SystemExit("a mapped instance failed")
             cpu += usage.ru_utime + usage.ru_stime
-            peak = max(peak, usage.ru_maxrss / 1024)
         seconds = time.monotonic() - started
+        peak = max(float((work / f"one-{i}.json.rss").read_text()) for i in range(len(sample)))
         rows["mapped"] = (len(sample) / seconds, cpu / len(sample) * 1000, peak)
         created = len(server.recordings)
-    expected = 2 * args.files + args.mapped_sample
+    expected = 3 * args.files + args.mapped_sample
     bare = rows["bare"][0]
     print(
         f"\n{args.files} files of {args.size / 2**20:.2f} MiB, width {args.width}; mapped: {args.mapped_sample} instances"
@@ -207,6 +226,7 @@ def main(argv: list[str] | None = None) -> int:
     names = {
         "bare": "bare requests pool",
         "bulk": "bulk operator (with ledger)",
+        "bulk-no-ledger": "bulk operator (no ledger)",
         "mapped": "mapped (process per file)",
     }
     for leg, (rate, cpu_ms, rss) in rows.items():

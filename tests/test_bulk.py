@@ -121,7 +121,7 @@ def test_the_bulk_benchmark_runs_at_a_toy_size():
     )
 
     assert result.returncode == 0, result.stderr[-3000:]
-    assert "recordings created: 14 of 14" in result.stdout
+    assert "recordings created: 20 of 20" in result.stdout
     for row in (
         "bare requests pool",
         "bulk operator (with ledger)",
