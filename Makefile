@@ -44,6 +44,8 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(BIN)/python dev/bench.py
+	$(BIN)/python dev/bench_bulk.py
+	$(BIN)/python dev/bench_rate_backend.py
 
 reliability: $(STAMP)
 	$(BIN)/python dev/reliability.py

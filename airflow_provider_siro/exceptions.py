@@ -136,3 +136,51 @@ class SiroRecordingWaitError(AirflowFailException):
 
     def __reduce__(self) -> tuple[Any, ...]:
         return (type(self), (self.recording_id, self.problem))
+
+
+class SiroLedgerError(AirflowFailException):
+    """The upload ledger cannot vouch for a source, and guessing could create a duplicate recording:
+    an earlier try's create call was ambiguous, or a created recording's entry could not be written.
+
+    Retrying cannot settle that, so the task fails at once; the message says what to check.
+
+    :param source: the source, as the DAG named it.
+    :param problem: what the ledger says, and what to do about it.
+    """
+
+    def __init__(self, source: str, problem: str) -> None:
+        self.source = source
+        self.problem = problem
+        super().__init__(f"{source}: {problem}")
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.source, self.problem))
+
+
+class SiroBulkUploadError(AirflowException):
+    """Some sources of a bulk upload failed; the others were uploaded (or were already in the ledger).
+
+    Retried by Airflow: with a ledger, the next try uploads only the sources the ledger does not have.
+
+    :param failures: source (as the DAG named it) -> why it failed.
+    :param total: how many sources the task had.
+    :param note: what a retry would do.
+    """
+
+    def __init__(self, failures: dict[str, str], total: int, note: str = "") -> None:
+        self.failures = dict(failures)
+        self.total = total
+        self.note = note
+        lines = "".join(f"\n  - {source}: {why}" for source, why in self.failures.items())
+        super().__init__(
+            f"{len(self.failures)} of {total} sources failed ({total - len(self.failures)} uploaded or "
+            f"already in the ledger){'; ' + note if note else ''}:{lines}"
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.failures, self.total, self.note))
+
+
+class SiroBulkUploadFailedError(SiroBulkUploadError, AirflowFailException):
+    """A bulk upload failed where a retry cannot help, or could upload sources a second time (no ledger,
+    or only failures a retry would meet again), so the task is not retried."""

@@ -102,7 +102,13 @@ def get_provider_info() -> dict[str, Any]:
         ],
         "hooks": [{"integration-name": "Siro", "python-modules": ["airflow_provider_siro.hooks.siro"]}],
         "operators": [
-            {"integration-name": "Siro", "python-modules": ["airflow_provider_siro.operators.siro"]}
+            {
+                "integration-name": "Siro",
+                "python-modules": [
+                    "airflow_provider_siro.operators.siro",
+                    "airflow_provider_siro.operators.bulk",
+                ],
+            }
         ],
         "sensors": [{"integration-name": "Siro", "python-modules": ["airflow_provider_siro.sensors.siro"]}],
         "triggers": [{"integration-name": "Siro", "python-modules": ["airflow_provider_siro.triggers.siro"]}],

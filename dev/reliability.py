@@ -43,6 +43,7 @@ def table(report: dict[str, Any], overall: dict[str, int], bad_input: dict[str, 
     one = report.get("load_one_worker", {})
     parallel = report.get("load_parallel_processes", {})
     control = report.get("load_unpaced_control", {})
+    bulk = report.get("bulk_faults", {})
     missing = "(not run)"
 
     def get(section: dict[str, Any], key: str) -> Any:
@@ -72,6 +73,18 @@ def table(report: dict[str, Any], overall: dict[str, int], bad_input: dict[str, 
         ("recordings created in the end", get(faults, "recordings_created")),
         ("recordings duplicated", get(faults, "duplicated")),
         ("recordings corrupted (hash differs from source)", get(faults, "corrupted")),
+        (
+            "bulk task with a ledger under faults: files / faults injected",
+            f"{get(bulk, 'files')} / {get(bulk, 'faults_injected')}",
+        ),
+        (
+            "  tries used (retries=3) / ambiguous entries settled",
+            f"{get(bulk, 'tries')} / {get(bulk, 'ambiguous_settled')}",
+        ),
+        (
+            "  recordings in the end / duplicated / corrupted",
+            f"{get(bulk, 'recordings_created')} / {get(bulk, 'duplicated')} / {get(bulk, 'corrupted')}",
+        ),
         (
             "secrets known to the scan (tokens, org token, client secret, signatures)",
             get(secrets, "secrets_known"),

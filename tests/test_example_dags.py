@@ -37,7 +37,7 @@ def test_example_dags_parse_in_a_real_dagbag(airflow_db):
         dagbag = DagBag(str(path))
         assert dagbag.import_errors == {}
         dag_ids |= set(dagbag.dag_ids)
-    expected = {"siro_upload_from_download_url", "siro_storage_sync"}
+    expected = {"siro_upload_from_download_url", "siro_storage_sync", "siro_bulk_sync"}
     if AIRFLOW_3:
         expected |= {"siro_call_audio_sync", "siro_upload_new_call_audio"}
     assert dag_ids == expected
@@ -150,6 +150,40 @@ def test_airflow_dags_test_runs_the_storage_sync_example_from_the_command_line(
     assert {r.body["title"].split(" ", 1)[1] for r in siro_server.recordings.values()} == {
         "(synced 2026-03-02)"
     }
+
+
+def test_bulk_sync_uploads_the_day_once_and_a_rerun_only_what_is_new(
+    siro_server, siro_connection, run_dag, tmp_path
+):
+    day = tmp_path / "inbox" / "2026-03-02"
+    day.mkdir(parents=True)
+    digests = {
+        name: write_audio(day / name, 20_000 + i)
+        for i, name in enumerate(["rep-1_acme.mp3", "rep-2_initech.mp3"])
+    }
+    (day / "notes.wav").write_bytes(b"not matched by the pattern")
+    due = pendulum.datetime(2026, 3, 2, tz="UTC")
+    conf = {"source_root": f"{tmp_path}/inbox/", "ledger_path": str(tmp_path / "ledger")}
+
+    first = run_dag("siro_bulk_sync", conf, logical_date=due)
+    ids = return_value(first, "upload_day")
+    # The sync delivers one more call to the same day; the run is cleared and run again.
+    digests["rep-3_hooli.mp3"] = write_audio(day / "rep-3_hooli.mp3", 20_005)
+    siro_server.clear_requests()
+    again = run_dag("siro_bulk_sync", conf, logical_date=due)
+
+    assert (first.state, again.state) == ("success", "success")
+    assert set(ids) == {str(day / "rep-1_acme.mp3"), str(day / "rep-2_initech.mp3")}
+    rerun_ids = return_value(again, "upload_day")
+    assert {k: v for k, v in rerun_ids.items() if k in ids} == ids  # the same IDs, nothing uploaded again
+    assert sorted(rerun_ids.values()) == sorted(siro_server.recordings)
+    assert endpoints(siro_server) == ["signed_urls", "upload_put", "create_recording"]  # the new call only
+    assert return_value(again, "report") == 3
+    by_title = {r.body["title"]: r for r in siro_server.recordings.values()}
+    assert {title: r.sha256 for title, r in by_title.items()} == {
+        name[: -len(".mp3")].replace("_", " "): digest for name, digest in digests.items()
+    }
+    assert {r.body["dateCreated"] for r in by_title.values()} == {utc_z(first.data_interval_end)}
 
 
 CONSUMER = "siro_upload_new_call_audio"

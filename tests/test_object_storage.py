@@ -18,6 +18,7 @@ from typing import Any
 
 import pytest
 from airflow_compat import AIRFLOW_3
+from upload_support import return_value
 
 from airflow_provider_siro.exceptions import SiroValidationError
 from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
@@ -156,3 +157,66 @@ def test_an_unreachable_store_is_not_mistaken_for_a_missing_file(siro_server, si
     assert not isinstance(raised.value, SiroValidationError)
     assert "Could not connect to the endpoint URL" in str(raised.value)
     assert siro_server.requests == []
+
+
+def test_a_ledger_on_s3_makes_a_cleared_bulk_run_upload_nothing_and_a_changed_object_once(
+    s3_bucket, siro_server, siro_connection, run_dag
+):
+    import pendulum
+
+    sources = {f"ledger-sync/call-{i}.mp3": os.urandom(50_000 + i) for i in range(4)}
+    for key, data in sources.items():
+        s3_bucket.put_object(Bucket="calls", Key=key, Body=data)
+    conf = {"source_paths": [f"s3://calls/{key}" for key in sources], "ledger_path": "s3://calls/_ledger-a/"}
+    day = pendulum.datetime(2026, 3, 2, tz="UTC")
+
+    first = run_dag("siro_test_ledger_bulk", conf, logical_date=day)
+    ids = return_value(first, "upload_list")
+    siro_server.clear_requests()
+    again = run_dag(
+        "siro_test_ledger_bulk", conf, logical_date=day
+    )  # clears the run's tasks, runs them again
+
+    assert (first.state, again.state) == ("success", "success")
+    assert sorted(ids) == sorted(conf["source_paths"]) and sorted(ids.values()) == sorted(
+        siro_server.recordings
+    )
+    assert return_value(again, "upload_list") == ids
+    assert siro_server.requests == []
+    listed = s3_bucket.list_objects_v2(Bucket="calls", Prefix="_ledger-a/")["Contents"]
+    assert sorted(o["Key"].rsplit(".", 1)[1] for o in listed) == ["json"] * 4  # entries; no claim left behind
+
+    changed = os.urandom(70_000)  # a new version of one call under the same key
+    s3_bucket.put_object(Bucket="calls", Key="ledger-sync/call-2.mp3", Body=changed)
+    new_ids = return_value(run_dag("siro_test_ledger_bulk", conf, logical_date=day), "upload_list")
+    assert return_value(run_dag("siro_test_ledger_bulk", conf, logical_date=day), "upload_list") == new_ids
+    assert {k: v for k, v in new_ids.items() if not k.endswith("call-2.mp3")} == {
+        k: v for k, v in ids.items() if not k.endswith("call-2.mp3")
+    }
+    assert len(siro_server.recordings) == 5
+    assert siro_server.recordings[new_ids["s3://calls/ledger-sync/call-2.mp3"]].sha256 == (
+        hashlib.sha256(changed).hexdigest()
+    )
+
+
+def test_s3_claims_are_exclusive_writes(s3_bucket):
+    """moto 5.2.5 and s3fs honour PutObject If-None-Match: *, so of eight racing tries one claims."""
+    from upload_support import race_for_one_source
+
+    from airflow_provider_siro.utils.ledger import UploadLedger
+
+    s3_bucket.put_object(Bucket="calls", Key="race/call.mp3", Body=os.urandom(1000))
+    ledger = UploadLedger("s3://calls/_ledger-race/", "aws_default")
+    assert ledger.store.create("probe", b"1") is True
+    assert ledger.store.create("probe", b"2") is False  # refused by S3 itself (412), not by a check first
+    assert ledger.store.read("probe") == b"1"
+
+    outcomes = race_for_one_source(
+        lambda i: UploadLedger(
+            "s3://calls/_ledger-race/", "aws_default", owner=f"try {i}", poll_interval=0.05
+        ),
+        "s3://calls/race/call.mp3",
+        "aws_default",
+    )
+
+    assert sorted(outcomes) == ["claimed"] + ["rec-from-the-winner"] * 7

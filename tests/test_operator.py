@@ -47,7 +47,7 @@ def test_the_public_signature_keeps_its_names_and_defaults():
 
 
 def test_every_argument_but_the_connection_ids_is_templated():
-    assert set(SiroUploadRecordingOperator.template_fields) == set(SEED_ARGUMENTS)
+    assert set(SiroUploadRecordingOperator.template_fields) == {*SEED_ARGUMENTS, "ledger_path"}
     assert SiroUploadRecordingOperator.template_fields_renderers["crm_objects"] == "json"
 
 

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import hashlib
 import os
+import threading
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -56,3 +59,37 @@ def upload_out_of_band(server: OfflineSiro, data: bytes, file_type: str = "wav")
     ).raise_for_status()
     server.clear_requests()
     return signed["downloadUrl"]
+
+
+def race_for_one_source(
+    make_ledger: Callable[[int], Any], source_path: str, conn_id: str | None
+) -> list[str]:
+    """Eight tries claim one source at the same instant through ledgers from ``make_ledger(i)``.
+
+    The one that gets the claim "uploads" for a while, then records ``rec-from-the-winner``; the others
+    must wait and then find that ID. Returns ``"claimed"`` for the winner, the ID each other try found.
+    """
+    from airflow_provider_siro.utils.ledger import Claim
+    from airflow_provider_siro.utils.sources import locate_source
+
+    source = locate_source(source_path, conn_id)
+    ledgers = [make_ledger(i) for i in range(8)]
+    start = threading.Barrier(len(ledgers))
+    outcomes: list[str] = []
+
+    def one(ledger: Any) -> None:
+        start.wait()
+        found = ledger.acquire(source)
+        if isinstance(found, Claim):
+            outcomes.append("claimed")
+            time.sleep(0.5)  # the others look at the claim meanwhile
+            ledger.record_created(found, source, "rec-from-the-winner")
+        else:
+            outcomes.append(found.recording_id)
+
+    threads = [threading.Thread(target=one, args=(ledger,)) for ledger in ledgers]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=60)
+    return outcomes

@@ -7,11 +7,10 @@ it ``requests``) and Airflow's object storage are imported inside ``execute``, n
 from __future__ import annotations
 
 import os
-import stat
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from functools import cached_property
-from typing import IO, TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 from airflow_provider_siro.compat import BaseOperator, conf
@@ -30,11 +29,13 @@ from airflow_provider_siro.payload import (
     resolve_file_type,
     validate_recording_fields,
 )
+from airflow_provider_siro.utils.sources import source_path_text
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_siro.hooks.siro import SiroHook
+    from airflow_provider_siro.hooks.siro import SiroConnectionSettings, SiroHook
+    from airflow_provider_siro.utils.ledger import UploadLedger
 
 _FIELD_ARGS = (
     "title",
@@ -49,24 +50,6 @@ _FIELD_ARGS = (
     "customer_name",
     "date_created",
 )
-
-
-def _source_path_text(source_path: Any) -> Any:
-    """A path object as the string the operator renders and validates; anything else unchanged.
-
-    An ``ObjectStoragePath`` has no file-system path (``os.fspath`` refuses it); its ``str()`` is its
-    URL with the connection in it (``s3://aws_default@bucket/key.mp3``), which ``_open_source`` reads
-    back. Strings, templates and ``XComArg``s are left alone.
-    """
-    if source_path is None or isinstance(source_path, str):
-        return source_path
-    if isinstance(source_path, os.PathLike):
-        return os.fspath(source_path)
-    from airflow_provider_siro.compat import ObjectStoragePath
-
-    if isinstance(source_path, ObjectStoragePath):
-        return str(source_path)
-    return source_path
 
 
 class SiroUploadRecordingOperator(BaseOperator):
@@ -116,12 +99,18 @@ class SiroUploadRecordingOperator(BaseOperator):
     :param show_summary: include the call summary (``showSummary``) in the ``recording`` XCom.
     :param show_entity_extractions: include extracted entities (``showEntityExtractions``).
     :param show_crm_opportunities: include linked CRM opportunities (``showCrmOpportunities``).
+    :param ledger_path: the upload ledger (a folder or any object storage URL, e.g.
+        ``s3://calls/_siro_ledger/``): a ``source_path`` it already has is not uploaded again, and its
+        recording ID is returned. ``None`` (default): no ledger, every run uploads. See the README.
+        (templated)
+    :param ledger_conn_id: the connection object storage uses for ``ledger_path``; ``source_conn_id``
+        when omitted.
 
     The task has a "Siro recording" extra link to the recording in the Siro web app, and writes the
     same URL to its log.
     """
 
-    template_fields: Sequence[str] = ("download_url", "source_path", "file_type", *_FIELD_ARGS)
+    template_fields: Sequence[str] = ("download_url", "source_path", "file_type", "ledger_path", *_FIELD_ARGS)
     template_fields_renderers = {"crm_objects": "json"}
     ui_color = "#e8f0fe"
     operator_extra_links = (SiroRecordingLink(),)
@@ -152,16 +141,22 @@ class SiroUploadRecordingOperator(BaseOperator):
         show_summary: bool = False,
         show_entity_extractions: bool = False,
         show_crm_opportunities: bool = False,
+        ledger_path: str | None = None,
+        ledger_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
+        if ledger_path is not None and download_url is not None:
+            raise ValueError(
+                f"{type(self).__name__} {kwargs.get('task_id')!r}: ledger_path needs a source_path to key on"
+            )
         if (download_url is None) == (source_path is None):
             raise ValueError(
                 f"{type(self).__name__} {kwargs.get('task_id')!r}: give exactly one of download_url and source_path"
             )
         self.siro_conn_id = siro_conn_id
         self.download_url = download_url
-        self.source_path = _source_path_text(source_path)
+        self.source_path = source_path_text(source_path)
         self.source_conn_id = source_conn_id
         self.file_type = file_type
         self.title = title
@@ -186,6 +181,8 @@ class SiroUploadRecordingOperator(BaseOperator):
         self.show_summary = show_summary
         self.show_entity_extractions = show_entity_extractions
         self.show_crm_opportunities = show_crm_opportunities
+        self.ledger_path = ledger_path
+        self.ledger_conn_id = ledger_conn_id
 
     @cached_property
     def hook(self) -> SiroHook:
@@ -238,88 +235,47 @@ class SiroUploadRecordingOperator(BaseOperator):
         fields = validate_recording_fields(file_type, **{name: getattr(self, name) for name in _FIELD_ARGS})
         return fields, file_type
 
-    def _open_source(self) -> tuple[Callable[[], IO[bytes]], int, str]:
-        """Locate ``source_path``: an opener (from byte 0, once per attempt), its size and a log label."""
-        source = str(self.source_path)
-        if "://" not in source or source.startswith("file://"):
-            local = urlsplit(source).path if source.startswith("file://") else source
-            try:
-                size = os.stat(local).st_size
-            except FileNotFoundError:
-                raise SiroValidationError("source_path", f"{source!r} does not exist") from None
-            except OSError as exc:
-                raise SiroValidationError(
-                    "source_path", f"{source!r} cannot be read: {exc.strerror}"
-                ) from None
-            if not os.path.isfile(local):
-                raise SiroValidationError("source_path", f"{source!r} is not a file")
-            if not os.access(local, os.R_OK):
-                raise SiroValidationError("source_path", f"{source!r} is not readable")
+    def _ledger(self, context: Context, conn_id: str | None) -> UploadLedger | None:
+        from airflow_provider_siro.utils.ledger import ledger_for
 
-            def open_local() -> IO[bytes]:
-                return open(local, "rb")  # the hook closes it after each attempt
+        return ledger_for(self.ledger_path, self.ledger_conn_id or conn_id, context)
 
-            opener, label = open_local, local
-        else:
-            from airflow_provider_siro.compat import ObjectStoragePath
-
-            try:
-                path = ObjectStoragePath(source, conn_id=self.source_conn_id)
-                path.fs  # noqa: B018 - Airflow 2.11 finds the scheme's filesystem only when asked for it
-            except ValueError as exc:  # e.g. "No filesystem registered for scheme s3"
-                # fsspec words a missing filesystem differently across versions: say it one way.
-                scheme = source.split("://", 1)[0] if "://" in source else ""
-                why = f"Unsupported filesystem: {scheme!r}" if "filesystem" in str(exc).lower() else str(exc)
-                raise SiroValidationError(
-                    "source_path", f"{source!r} cannot be opened by Airflow's object storage: {why}"
-                ) from None
-            # stat(), not is_file(): fsspec's is_file() answers False for any error, so a store that is
-            # unreachable would pass for a missing file and fail the task without a retry. Here only a
-            # missing object is bad input; any other error propagates and Airflow's retries apply.
-            try:
-                info = path.stat()
-            except FileNotFoundError:
-                raise SiroValidationError("source_path", f"{source!r} does not exist") from None
-            if not stat.S_ISREG(info.st_mode):
-                raise SiroValidationError("source_path", f"{source!r} is not a file")
-            size = info.st_size
-
-            def open_remote() -> IO[bytes]:
-                return path.open("rb")
-
-            opener, label = open_remote, source
-        if size == 0:
-            raise SiroValidationError("source_path", f"{source!r} is empty (0 bytes)")
-        return opener, int(size), label
-
-    # ------------------------------------------------------------------ execution
-    def execute(self, context: Context) -> str:
-        fields, file_type = self.validate_inputs()
-        hook = self.hook
-        settings = hook.settings  # a broken connection fails here, before anything is sent
+    def _upload_settings(self) -> SiroConnectionSettings:
+        """The connection's settings; a broken connection, or one that cannot upload, fails here."""
+        settings = self.hook.settings
         if settings.uses_oauth and settings.scope != "write":
             # A token minted with scope read cannot upload: say so before one is minted or anything is sent.
             raise SiroValidationError(
                 f"{settings.conn_id}.extra.scope", f"is {settings.scope!r}, but uploads need 'write'"
             )
-        started = time.monotonic()
+        return settings
+
+    # ------------------------------------------------------------------ execution
+    def execute(self, context: Context) -> str:
+        fields, _file_type = self.validate_inputs()
+        hook = self.hook
+        self._upload_settings()
         if self.source_path is not None:
-            opener, size, label = self._open_source()
-            self.log.info("Uploading %s (%d bytes, %s) to Siro", label, size, file_type)
-            download_url = hook.upload_audio(opener, size, file_type, label=label)
-            source_label = f"{label} ({size} bytes)"
+            from airflow_provider_siro.utils.sources import locate_source
+            from airflow_provider_siro.utils.uploads import upload_source
+
+            source = locate_source(str(self.source_path), self.source_conn_id)
+            ledger = self._ledger(context, self.source_conn_id)
+            recording_id = upload_source(hook, source, fields, ledger, self.log).recording_id
         else:
+            started = time.monotonic()
             download_url = str(self.download_url)
             parts = urlsplit(download_url)
-            source_label = f"{parts.scheme}://{parts.netloc}{parts.path}"
-        recording_id = hook.create_recording(download_url, fields)
-        self.log.info(
-            "Created Siro recording %s for %s from %s in %.1f s",
-            recording_id,
-            fields.user,
-            source_label,
-            time.monotonic() - started,
-        )
+            recording_id = hook.create_recording(download_url, fields)
+            self.log.info(
+                "Created Siro recording %s for %s from %s://%s%s in %.1f s",
+                recording_id,
+                fields.user,
+                parts.scheme,
+                parts.netloc,
+                parts.path,
+                time.monotonic() - started,
+            )
         SiroRecordingLink.persist(context=context, operator=self, recording_id=recording_id)
         if self.wait_for_completion:
             self._wait(context, recording_id)
@@ -404,3 +360,13 @@ class SiroUploadRecordingOperator(BaseOperator):
         if status == "failed":
             raise SiroRecordingFailedError(recording_id, message)
         raise SiroRecordingWaitError(recording_id, f"waiting for it ended: {message}")
+
+
+def __getattr__(name: str) -> Any:
+    # The bulk operator lives in operators/bulk.py; it is importable from here too, and loaded only
+    # when a DAG file asks for it.
+    if name == "SiroUploadRecordingsOperator":
+        from airflow_provider_siro.operators.bulk import SiroUploadRecordingsOperator
+
+        return SiroUploadRecordingsOperator
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

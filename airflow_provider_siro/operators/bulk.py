@@ -1,0 +1,124 @@
+"""SiroUploadRecordingsOperator: many files in one task, through one hook.
+
+Importable from :mod:`airflow_provider_siro.operators.siro` as well, beside the single-file operator
+whose argument names, validation and ledger it shares.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+from airflow_provider_siro.compat import BaseOperator
+from airflow_provider_siro.utils.sources import source_path_text
+
+if TYPE_CHECKING:
+    from airflow.sdk import Context
+
+
+from airflow_provider_siro.operators.siro import _FIELD_ARGS, SiroUploadRecordingOperator
+
+
+class SiroUploadRecordingsOperator(BaseOperator):
+    """
+    Upload many audio files as Siro recordings in one task, a few at a time, through one hook.
+
+    One token and the machine-wide pace serve the whole batch, and the task pays Airflow's start-up
+    cost once instead of once per file. Every source's fields are checked, and every source located,
+    before the first request. A file that fails does not stop the others: the task fails at the end
+    naming each failed source and why. With a ``ledger_path`` a retry (or a re-run) uploads only what
+    the ledger does not have; without one, a failed batch is not retried, since a retry would upload
+    every file again.
+
+    :param source_paths: the sources: local paths or object storage URLs; a list, a template, or an
+        upstream task's output. (templated)
+    :param source_folder: instead of ``source_paths``: a folder or bucket prefix to upload from.
+        (templated)
+    :param pattern: the glob of the files in ``source_folder`` to upload (``"*.mp3"``,
+        ``"**/*.wav"``). (templated)
+    :param fields_per_source: recording fields per source, over the shared ones: a callable of the
+        source path, or a dict keyed by source as given, each value a dict of the single operator's
+        field names (and ``file_type``). Not templated: Airflow would call a callable to render it.
+    :param max_concurrency: files streamed at once.
+    :param ledger_path: the upload ledger, as for :class:`SiroUploadRecordingOperator`. (templated)
+    :param ledger_conn_id: the connection for ``ledger_path``; ``source_conn_id`` when omitted.
+
+    ``siro_conn_id``, ``source_conn_id``, ``file_type`` and the recording fields (``title``,
+    ``user_email``, ``date_created``, ...) are the single operator's and apply to every source.
+    Returns ``{source as given: recording ID}``.
+    """
+
+    template_fields: Sequence[str] = (
+        "source_paths",
+        "source_folder",
+        "pattern",
+        "file_type",
+        "ledger_path",
+        *_FIELD_ARGS,
+    )
+    template_fields_renderers = {"crm_objects": "json"}
+    ui_color = "#e8f0fe"
+
+    def __init__(
+        self,
+        *,
+        siro_conn_id: str = "siro_default",
+        source_paths: Sequence[str | os.PathLike[str]] | str | None = None,
+        source_folder: str | None = None,
+        pattern: str | None = None,
+        source_conn_id: str | None = None,
+        fields_per_source: Mapping[str, Mapping[str, Any]] | Callable[[str], Mapping[str, Any]] | None = None,
+        file_type: str | None = None,
+        max_concurrency: int = 8,
+        ledger_path: str | None = None,
+        ledger_conn_id: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        fields = {name: kwargs.pop(name, None) for name in _FIELD_ARGS}
+        super().__init__(**kwargs)
+        where = f"{type(self).__name__} {kwargs.get('task_id')!r}"
+        if (source_paths is None) == (source_folder is None):
+            raise ValueError(f"{where}: give exactly one of source_paths and source_folder (with pattern)")
+        if (source_folder is None) != (pattern is None):
+            raise ValueError(f"{where}: source_folder and pattern go together")
+        if not isinstance(max_concurrency, int) or max_concurrency < 1:
+            raise ValueError(f"{where}: max_concurrency must be an int >= 1, got {max_concurrency!r}")
+        self.siro_conn_id = siro_conn_id
+        self.source_paths = source_paths
+        self.source_folder = source_path_text(source_folder)
+        self.pattern = pattern
+        self.source_conn_id = source_conn_id
+        self.fields_per_source = fields_per_source
+        self.file_type = file_type
+        self.max_concurrency = max_concurrency
+        self.ledger_path = ledger_path
+        self.ledger_conn_id = ledger_conn_id
+        for name, value in fields.items():
+            setattr(self, name, value)
+
+    hook = SiroUploadRecordingOperator.hook
+    _ledger = SiroUploadRecordingOperator._ledger
+    _upload_settings = SiroUploadRecordingOperator._upload_settings
+
+    def execute(self, context: Context) -> dict[str, str]:
+        from airflow_provider_siro.hooks.pool import size_connection_pool
+        from airflow_provider_siro.utils.bulk import plan_uploads, raise_for_failures, resolve_sources
+        from airflow_provider_siro.utils.uploads import upload_many
+
+        width = self.max_concurrency
+        sources = resolve_sources(self.source_paths, self.source_folder, self.pattern, self.source_conn_id)
+        shared = {name: getattr(self, name) for name in _FIELD_ARGS}
+        work = plan_uploads(
+            sources, shared, self.file_type, self.fields_per_source, self.source_conn_id, width
+        )
+        ledger = self._ledger(context, self.source_conn_id)
+        hook = self.hook
+        settings = self._upload_settings()
+        size_connection_pool(hook, 2 * width)  # each thread may hold an API and a storage connection
+        self.log.info("Uploading %d files to Siro, %d at a time", len(work), width)
+        ids, failures = upload_many(hook, work, ledger, width, self.log, settings.progress_interval)
+        if failures:
+            context["ti"].xcom_push(key="recording_ids", value=ids)
+        raise_for_failures(failures, len(work), with_ledger=ledger is not None)
+        return ids

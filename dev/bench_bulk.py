@@ -1,0 +1,241 @@
+"""Bulk upload benchmark: many files through ``SiroUploadRecordingsOperator`` in one task, against a
+bare ``requests`` loop on a thread pool of the same width, and against one task process per file.
+
+Every leg runs in a child process of its own against one offline Siro server (in this process, on
+127.0.0.1), on the same files; the table reports files/s, CPU and peak RSS, and ratios against the
+bare pool, measured in the same run.
+
+* **bare pool**: ``requests.Session`` (pool sized to the width), ``ThreadPoolExecutor(width)``, the three
+  calls of an upload by hand (signed URL, PUT streamed from the file, create). No retries, no pacing.
+* **bulk operator**: ``SiroUploadRecordingsOperator(max_concurrency=width, ledger_path=<local>)`` run
+  with ``execute()``: validation of every file first, the ledger, the hook's retries and pace.
+* **mapped tasks (per-instance processes)**: what a mapped task instance costs at the least: a fresh
+  Python process that imports Airflow and the operator and uploads one file, ``width`` processes at a
+  time. A real LocalExecutor instance also pays the scheduler, the supervisor and the metadata DB, so
+  this leg is an upper bound on mapped throughput and the bulk ratio against it a lower bound. Only a
+  sample of the files is run this way; files/s is measured on the sample.
+
+For the bulk and bare legs the clock covers the uploads only (a child's interpreter start-up and
+``import airflow`` are not counted); for the mapped leg it covers whole processes, which is the point.
+
+    python dev/bench_bulk.py            # 1,000 files of 1 MiB, width 8, 40 mapped instances
+    python dev/bench_bulk.py --tiny     # a toy size, to keep the script working
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def write_files(folder: Path, count: int, size: int) -> list[str]:
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for index in range(count):
+        path = folder / f"call-{index:04d}.mp3"
+        path.write_bytes(os.urandom(size))
+        paths.append(str(path))
+    return paths
+
+
+def peak_rss_mib() -> float:
+    """This process's peak RSS since exec (``VmHWM``). Not ``ru_maxrss``: a child forked from the parent,
+    which holds the offline server's stored uploads, would count the parent's pages from before exec."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def cpu_now() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+# --------------------------------------------------------------------------- legs (run in children)
+def leg_bare(paths: list[str], width: int) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    import requests
+    from requests.adapters import HTTPAdapter
+
+    conn = json.loads(os.environ["AIRFLOW_CONN_SIRO_DEFAULT"])
+    base, token = conn["host"].rstrip("/"), conn["password"]
+    session = requests.Session()
+    session.mount("http://", HTTPAdapter(pool_maxsize=2 * width))
+    session.headers["User-Agent"] = "bench-bare-pool/1.0"  # Siro's edge refuses the python-requests default
+    auth = {"x-siro-auth-token": token}
+
+    def one(path: str) -> str:
+        size = os.path.getsize(path)
+        signed = session.post(
+            f"{base}/v1/core/recordings/signed-urls", json={"fileType": "mp3", "fileSize": size}, headers=auth
+        ).json()["data"]
+        with open(path, "rb") as file:
+            session.put(signed["uploadUrl"], data=file, headers=signed["uploadHeaders"]).raise_for_status()
+        body = {"downloadUrl": signed["downloadUrl"], "fileType": "mp3", "title": os.path.basename(path)}
+        body["userEmail"] = "rep@example.com"
+        answer = session.post(f"{base}/v1/core/recordings/upload", json=body, headers=auth)
+        answer.raise_for_status()
+        return answer.json()["data"]["id"]
+
+    started, cpu = time.monotonic(), cpu_now()
+    with ThreadPoolExecutor(width) as pool:
+        ids = list(pool.map(one, paths))
+    report(len(ids), time.monotonic() - started, cpu_now() - cpu)
+
+
+def leg_bulk(paths: list[str], width: int, ledger: str | None) -> None:
+    from airflow_provider_siro.operators.siro import SiroUploadRecordingsOperator
+
+    operator = SiroUploadRecordingsOperator(
+        task_id="bench_bulk",
+        source_paths=paths,
+        ledger_path=ledger,
+        user_email="rep@example.com",
+        fields_per_source=lambda source: {"title": os.path.basename(source)},
+        max_concurrency=width,
+    )
+    started, cpu = time.monotonic(), cpu_now()
+    ids = operator.execute(context={})
+    report(len(ids), time.monotonic() - started, cpu_now() - cpu)
+
+
+def leg_one(path: str, rss_file: str) -> None:
+    from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
+
+    class TaskInstance:  # outside a worker there is no XCom to push the extra link's ID to
+        def xcom_push(self, key: str, value: Any) -> None:
+            pass
+
+    SiroUploadRecordingOperator(
+        task_id="bench_one", source_path=path, title=os.path.basename(path), user_email="rep@example.com"
+    ).execute(context={"ti": TaskInstance()})  # type: ignore[typeddict-item]
+    Path(rss_file).write_text(str(peak_rss_mib()))
+
+
+def report(files: int, seconds: float, cpu: float) -> None:
+    rss = peak_rss_mib()
+    print("RESULT " + json.dumps({"files": files, "seconds": seconds, "cpu": cpu, "rss": rss}), flush=True)
+
+
+# --------------------------------------------------------------------------- the parent
+def child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
+    """Run ``bench_bulk.py --leg ...``; return its report (files, seconds, CPU, peak RSS in MiB)."""
+    proc = subprocess.run([sys.executable, __file__, *args], env=env, capture_output=True, text=True)
+    if proc.returncode:
+        raise SystemExit(f"leg {args[:2]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+    line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
+    return json.loads(line[len("RESULT ") :])
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--tiny", action="store_true", help="6 files of 64 KiB, 2 mapped instances")
+    parser.add_argument("--files", type=int, default=1000)
+    parser.add_argument("--size", type=int, default=1024 * 1024)
+    parser.add_argument("--width", type=int, default=8)
+    parser.add_argument("--mapped-sample", type=int, default=40)
+    parser.add_argument("--leg", help=argparse.SUPPRESS)
+    parser.add_argument("--paths", help=argparse.SUPPRESS)
+    parser.add_argument("--ledger", help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.leg:
+        paths = json.loads(Path(args.paths).read_text()) if args.paths else []
+        if args.leg == "bare":
+            leg_bare(paths, args.width)
+        elif args.leg == "bulk":
+            leg_bulk(paths, args.width, args.ledger)
+        else:
+            leg_one(paths[0], args.paths + ".rss")
+        return 0
+    if args.tiny:
+        args.files, args.size, args.mapped_sample = 6, 64 * 1024, 2
+
+    from airflow_provider_siro.testing.server import OfflineSiro
+
+    work = Path(tempfile.mkdtemp(prefix="siro-bench-bulk-"))
+    with OfflineSiro(rate_limit=None) as server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("AIRFLOW_CONN_")}
+        conn = server.connection(token=server.issue_access_token(), max_requests_per_minute=0)
+        env["AIRFLOW_CONN_SIRO_DEFAULT"] = json.dumps(conn)
+        env.setdefault("AIRFLOW_HOME", str(work / "airflow"))
+        rows: dict[str, tuple[float, float, float]] = {}
+        for leg in ("bare", "bulk", "bulk-no-ledger"):
+            paths = write_files(work / leg, args.files, args.size)
+            (work / f"{leg}.json").write_text(json.dumps(paths))
+            extra = ["--ledger", str(work / "ledger")] if leg == "bulk" else []
+            result = child(
+                [
+                    "--leg",
+                    leg.split("-")[0],
+                    "--paths",
+                    str(work / f"{leg}.json"),
+                    "--width",
+                    str(args.width),
+                    *extra,
+                ],
+                env,
+            )
+            rows[leg] = (
+                result["files"] / result["seconds"],
+                result["cpu"] / result["files"] * 1000,
+                result["rss"],
+            )
+        sample = write_files(work / "mapped", args.mapped_sample, args.size)
+        started, cpu, peak, running = time.monotonic(), 0.0, 0.0, []
+        for index, path in enumerate(sample):
+            (work / f"one-{index}.json").write_text(json.dumps([path]))
+        pending = list(range(len(sample)))
+        while pending or running:
+            while pending and len(running) < args.width:
+                index = pending.pop(0)
+                proc = subprocess.Popen(
+                    [sys.executable, __file__, "--leg", "one", "--paths", str(work / f"one-{index}.json")],
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+                running.append(proc)
+            pid, status, usage = os.wait4(-1, 0)
+            running = [p for p in running if p.pid != pid]
+            if os.waitstatus_to_exitcode(status):
+                raise SystemExit("a mapped instance failed")
+            cpu += usage.ru_utime + usage.ru_stime
+        seconds = time.monotonic() - started
+        peak = max(float((work / f"one-{i}.json.rss").read_text()) for i in range(len(sample)))
+        rows["mapped"] = (len(sample) / seconds, cpu / len(sample) * 1000, peak)
+        created = len(server.recordings)
+    expected = 3 * args.files + args.mapped_sample
+    bare = rows["bare"][0]
+    print(
+        f"\n{args.files} files of {args.size / 2**20:.2f} MiB, width {args.width}; mapped: {args.mapped_sample} instances"
+    )
+    print("| leg | files/s | CPU per file (ms) | peak RSS (MiB) | files/s vs bare pool |")
+    print("|---|---:|---:|---:|---:|")
+    names = {
+        "bare": "bare requests pool",
+        "bulk": "bulk operator (with ledger)",
+        "bulk-no-ledger": "bulk operator (no ledger)",
+        "mapped": "mapped (process per file)",
+    }
+    for leg, (rate, cpu_ms, rss) in rows.items():
+        print(f"| {names[leg]} | {rate:.1f} | {cpu_ms:.1f} | {rss:.1f} | {rate / bare:.2f} |")
+    print(f"\nbulk / bare pool: {rows['bulk'][0] / bare:.2f} (target >= 0.9)")
+    print(f"bulk / mapped:    {rows['bulk'][0] / rows['mapped'][0]:.1f} (target >= 10)")
+    print(f"recordings created: {created} of {expected}")
+    return 0 if created == expected else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

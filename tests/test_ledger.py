@@ -1,0 +1,123 @@
+"""The upload ledger: a source already uploaded is not uploaded again, across re-runs and concurrent
+runs; a changed file under the same path is; an ambiguous create is never guessed at.
+
+Real DAG runs (``dag.test()`` on the SQLite metadata DB) against the offline Siro server over HTTP,
+with the ledger in a local folder. The same on moto's S3 is in test_object_storage.py.
+"""
+
+from __future__ import annotations
+
+import re
+
+from upload_support import race_for_one_source, return_value, task_instances, write_audio
+
+from airflow_provider_siro.utils.ledger import UploadLedger
+from airflow_provider_siro.utils.sources import locate_source
+
+
+def logical_date():
+    import pendulum
+
+    return pendulum.datetime(2026, 3, 2, tz="UTC")
+
+
+def test_a_cleared_and_rerun_upload_creates_nothing_and_returns_the_same_id(
+    siro_server, siro_connection, run_dag, tmp_path, capfd
+):
+    audio, ledger = tmp_path / "call.mp3", tmp_path / "ledger"
+    write_audio(audio, 60_000)
+    conf = {"source_path": str(audio), "ledger_path": str(ledger)}
+
+    first = run_dag("siro_test_ledger_single", conf, logical_date=logical_date())
+    first_id = return_value(first, "upload")
+    siro_server.clear_requests()
+    # dag.test() on the same logical date clears the run's task instances and runs them again.
+    again = run_dag("siro_test_ledger_single", conf, logical_date=logical_date())
+
+    assert (first.state, again.state) == ("success", "success")
+    assert return_value(again, "upload") == first_id
+    assert list(siro_server.recordings) == [first_id]
+    assert siro_server.requests == []  # not one request: no token, no signed URL, no bytes
+    assert f"is already Siro recording {first_id}" in capfd.readouterr().out
+
+
+def test_a_changed_file_under_the_same_path_is_uploaded_once_more(
+    siro_server, siro_connection, run_dag, tmp_path
+):
+    audio, ledger = tmp_path / "call.mp3", tmp_path / "ledger"
+    write_audio(audio, 60_000)
+    conf = {"source_path": str(audio), "ledger_path": str(ledger)}
+    first_id = return_value(run_dag("siro_test_ledger_single", conf, logical_date=logical_date()), "upload")
+
+    changed = write_audio(audio, 61_000)  # the sync step delivered a new version of the call
+    second_id = return_value(run_dag("siro_test_ledger_single", conf, logical_date=logical_date()), "upload")
+    third_id = return_value(run_dag("siro_test_ledger_single", conf, logical_date=logical_date()), "upload")
+
+    assert first_id != second_id == third_id
+    assert sorted(siro_server.recordings) == sorted([first_id, second_id])
+    assert siro_server.recordings[second_id].sha256 == changed
+
+
+def test_an_ambiguous_create_is_recorded_and_the_next_try_refuses_to_guess(
+    siro_server, siro_connection, run_dag, tmp_path, capfd
+):
+    audio, ledger = tmp_path / "call.mp3", tmp_path / "ledger"
+    write_audio(audio, 30_000)
+    conf = {"source_path": str(audio), "ledger_path": str(ledger)}
+    # The gateway fails after Siro created the recording: the answer is lost.
+    siro_server.add_fault("create_recording", drop="after")
+
+    dag_run = run_dag("siro_test_ledger_single", conf, logical_date=logical_date())
+
+    ti = task_instances(dag_run)[("upload", -1)]
+    assert (ti.state, ti.try_number) == ("failed", 1)  # ambiguous: not retried
+    (created,) = siro_server.recordings.values()
+    siro_server.clear_requests()
+
+    # A re-run does not upload again: it fails at once, saying what to check.
+    rerun = run_dag("siro_test_ledger_single", conf, logical_date=logical_date())
+    assert task_instances(rerun)[("upload", -1)].state == "failed"
+    assert siro_server.requests == [] and len(siro_server.recordings) == 1
+    message = capfd.readouterr().out
+    entry = UploadLedger(str(ledger)).entry_location(locate_source(str(audio)))
+    assert re.search(
+        rf"SiroLedgerError: {re.escape(str(audio))}: an earlier try's create call \(.*\) failed after Siro may "
+        rf"have acted on it, so the recording may or may not exist\. Check Siro for it, then settle the "
+        rf"ledger entry {re.escape(entry)}",
+        message,
+    ), message[-3000:]
+
+    # Doing what it says: Siro has the recording, so record its ID; the next run returns it.
+    assert UploadLedger(str(ledger)).settle(str(audio), created.id) == 1
+    settled = run_dag("siro_test_ledger_single", conf, logical_date=logical_date())
+    assert return_value(settled, "upload") == created.id
+    assert siro_server.requests == [] and len(siro_server.recordings) == 1
+
+
+def test_settle_without_an_id_forgets_the_entry_so_the_next_run_uploads(
+    siro_server, siro_connection, run_dag, tmp_path
+):
+    audio, ledger = tmp_path / "call.mp3", tmp_path / "ledger"
+    digest = write_audio(audio, 30_000)
+    conf = {"source_path": str(audio), "ledger_path": str(ledger)}
+    siro_server.add_fault("create_recording", drop="before")  # Siro never saw it
+    run_dag("siro_test_ledger_single", conf, logical_date=logical_date())
+    assert siro_server.recordings == {}
+
+    assert UploadLedger(str(ledger)).settle(str(audio)) == 1
+    dag_run = run_dag("siro_test_ledger_single", conf, logical_date=logical_date())
+
+    (recording,) = siro_server.recordings.values()
+    assert return_value(dag_run, "upload") == recording.id and recording.sha256 == digest
+
+
+def test_of_eight_tries_racing_for_one_source_one_uploads_and_seven_wait_for_its_id(tmp_path):
+    audio = tmp_path / "call.mp3"
+    write_audio(audio, 1000)
+    outcomes = race_for_one_source(
+        lambda i: UploadLedger(str(tmp_path / "ledger"), owner=f"try {i}", poll_interval=0.01),
+        str(audio),
+        None,
+    )
+
+    assert sorted(outcomes) == ["claimed"] + ["rec-from-the-winner"] * 7
