@@ -32,6 +32,10 @@ def dag_test_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     knows no ``run_after`` (a run's due time is its logical date there) nor a run without a date."""
     if AIRFLOW_3:
         return kwargs
+    # A second dag.test() on the same date deletes the earlier run, and with it its notes, whose table
+    # refers to the web UI's users: their model must be loaded, as the web server and scheduler do.
+    import airflow.providers.fab.auth_manager.models  # noqa: F401
+
     kwargs = dict(kwargs)
     kwargs.pop("run_after", None)
     if "logical_date" in kwargs:

@@ -7,6 +7,7 @@ before any byte of any file leaves the machine.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -37,7 +38,7 @@ def resolve_sources(source_paths: Any, source_folder: Any, pattern: Any, conn_id
                 "source_paths", f"must be a list of paths or URLs, got {type(source_paths).__name__}"
             )
         sources = [check_text("source_paths", source_path_text(item)) for item in source_paths]
-        repeated = sorted({s for s in sources if sources.count(s) > 1})
+        repeated = sorted(source for source, n in Counter(sources).items() if n > 1)
         if repeated:
             raise SiroValidationError("source_paths", f"names {repeated[0]!r} more than once")
         return sources
