@@ -99,7 +99,9 @@ def test_many_uploads_from_one_worker_stay_within_the_rate_and_hold_no_resources
     assert len(set(ids)) == 150 and set(ids) <= set(server.recordings)
     assert server.rate_limited == 0  # Siro never had to refuse a request
     busiest = most_in_any_window(paced_times(server), WINDOW)
-    assert busiest <= PACE * WINDOW / 60 + BURST + 2, busiest
+    # Arrivals are counted at the server: a thread that waited on the GIL after its slot started can
+    # arrive with later ones, so a window may hold what a quarter of a second of pace adds.
+    assert busiest <= PACE * WINDOW / 60 + BURST + 2 + PACE / 60 * 0.25, busiest
     # Every hook closed its pool and every source was closed: nothing piles up in a long-lived worker.
     assert len(os.listdir("/proc/self/fd")) <= fds_before + 2
     record(
