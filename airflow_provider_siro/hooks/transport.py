@@ -63,6 +63,16 @@ def _request_was_not_sent(exc: requests.RequestException) -> bool:
     return isinstance(reason, (NewConnectionError, ConnectTimeoutError))
 
 
+POOL_SIZE = 8
+"""Connections per host a hook keeps alive, unless :meth:`TransportMixin.size_pool` asks for more."""
+
+
+def _mount_pool(session: requests.Session, size: int) -> None:
+    adapter = HTTPAdapter(pool_connections=4, pool_maxsize=size, max_retries=0)
+    session.mount("https://", adapter)
+    session.mount("http://", adapter)
+
+
 class TransportMixin:
     """The HTTP half of :class:`~airflow_provider_siro.hooks.siro.SiroHook` (a mixin; not used alone)."""
 
@@ -79,10 +89,18 @@ class TransportMixin:
         """One session per hook, so connections are reused across calls."""
         session = requests.Session()
         session.headers["User-Agent"] = USER_AGENT
-        adapter = HTTPAdapter(pool_connections=4, pool_maxsize=8, max_retries=0)
-        session.mount("https://", adapter)
-        session.mount("http://", adapter)
+        _mount_pool(session, POOL_SIZE)
         return session
+
+    def size_pool(self, connections: int) -> None:
+        """Keep up to ``connections`` connections per host alive, for that many threads sharing the hook.
+
+        Past the pool's size each extra request would open a connection and throw it away (a TCP and TLS
+        handshake per call). Call it before the threads start: ``Session.mount`` is not meant to race
+        with requests.
+        """
+        if connections > POOL_SIZE:
+            _mount_pool(self.session, connections)
 
     @cached_property
     def rate_limiter(self) -> RateLimiter | None:

@@ -102,7 +102,6 @@ class SiroUploadRecordingsOperator(BaseOperator):
     _upload_settings = SiroUploadRecordingOperator._upload_settings
 
     def execute(self, context: Context) -> dict[str, str]:
-        from airflow_provider_siro.hooks.pool import size_connection_pool
         from airflow_provider_siro.utils.bulk import plan_uploads, raise_for_failures, resolve_sources
         from airflow_provider_siro.utils.uploads import upload_many
 
@@ -115,7 +114,7 @@ class SiroUploadRecordingsOperator(BaseOperator):
         ledger = self._ledger(context, self.source_conn_id)
         hook = self.hook
         settings = self._upload_settings()
-        size_connection_pool(hook, 2 * width)  # each thread may hold an API and a storage connection
+        hook.size_pool(2 * width)  # each thread may hold an API and a storage connection
         self.log.info("Uploading %d files to Siro, %d at a time", len(work), width)
         ids, failures = upload_many(hook, work, ledger, width, self.log, settings.progress_interval)
         if failures:
