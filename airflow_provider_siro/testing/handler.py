@@ -68,12 +68,15 @@ class _Handler(OrgEndpoints, RecordingEndpoints, StorageEndpoints):
             fault=fault.kind if fault else None,
             time=time.monotonic(),
         )
+        siro._handling(+1)
         try:
             self._handle(endpoint, match, method, query, headers, fault)
         except _Drop:
             self._drop()
         except (ConnectionError, TimeoutError):
             self.close_connection = True
+        finally:
+            siro._handling(-1)
         self._commit()
 
     def _commit(self) -> None:

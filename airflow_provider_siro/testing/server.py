@@ -138,6 +138,8 @@ class OfflineSiro(FaultsMixin, CredentialsMixin):
         self._httpd: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
         self._sockets: set[socket.socket] = set()
+        self._in_flight = 0
+        self._idle = threading.Condition(self._lock)
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> OfflineSiro:
@@ -208,6 +210,25 @@ class OfflineSiro(FaultsMixin, CredentialsMixin):
         with self._lock:
             self._recordings.pop(recording_id, None)
             self._deleted.add(recording_id)
+
+    def wait_idle(self, timeout: float = 30.0) -> None:
+        """Wait until no request is being handled.
+
+        A client that gives up on a slow answer (its read timeout) has not stopped the server: the
+        create it sent still lands a moment later, as it would on Siro. Look at :attr:`recordings`
+        after this when deciding what such an ambiguous create did.
+
+        :raises TimeoutError: requests were still being handled after ``timeout`` seconds.
+        """
+        with self._idle:
+            if not self._idle.wait_for(lambda: self._in_flight == 0, timeout):
+                raise TimeoutError(f"{self._in_flight} request(s) still being handled after {timeout} s")
+
+    def _handling(self, delta: int) -> None:
+        with self._idle:
+            self._in_flight += delta
+            if self._in_flight == 0:
+                self._idle.notify_all()
 
     def _record(self, entry: RecordedRequest) -> None:
         with self._lock:
