@@ -444,3 +444,27 @@ def test_upload_progress_is_logged_on_a_clock_not_per_chunk(
         assert "64.0 KiB of 1.0 MiB (6%) at " in lines[0] and "MB/s" in lines[0]
     else:  # a fast upload inside one interval reports nothing, however many chunks it has
         assert lines == []
+
+
+def test_proxy_settings_in_the_environment_still_apply(siro_server, monkeypatch):
+    # The hook's session reads HTTP_PROXY / NO_PROXY once per host instead of on every request.
+    from airflow_provider_siro.testing import OfflineSiro
+
+    use_connection(monkeypatch, siro_server)
+    for name in ("no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)
+    with OfflineSiro() as proxy:  # another server stands for the proxy: it refuses the token it never issued
+        monkeypatch.setenv("http_proxy", proxy.url)
+        monkeypatch.setenv("HTTP_PROXY", proxy.url)
+        hook = SiroHook()
+        for _ in range(2):  # the second call is answered from the session's kept settings
+            with pytest.raises(SiroRejectedError):
+                hook.get_signed_urls("mp3", len(AUDIO))
+        assert [r.endpoint for r in proxy.requests] == ["signed_urls", "signed_urls"]
+        assert siro_server.requests == []
+
+        monkeypatch.setenv("no_proxy", "127.0.0.1")
+        monkeypatch.setenv("NO_PROXY", "127.0.0.1")
+        assert SiroHook().get_signed_urls("mp3", len(AUDIO)).file_size == len(AUDIO)
+        assert len(proxy.requests) == 2
+        assert endpoints(siro_server) == ["signed_urls"]
