@@ -8,10 +8,12 @@ with the ledger in a local folder. The same on moto's S3 is in test_object_stora
 from __future__ import annotations
 
 import re
+import threading
 
+import pytest
 from upload_support import race_for_one_source, return_value, task_instances, write_audio
 
-from airflow_provider_siro.utils.ledger import UploadLedger
+from airflow_provider_siro.utils.ledger import Claim, UploadLedger
 from airflow_provider_siro.utils.sources import locate_source
 
 
@@ -121,3 +123,33 @@ def test_of_eight_tries_racing_for_one_source_one_uploads_and_seven_wait_for_its
     )
 
     assert sorted(outcomes) == ["claimed"] + ["rec-from-the-winner"] * 7
+
+
+def test_a_claim_whose_write_was_retried_after_a_lost_answer_is_still_this_tries(tmp_path):
+    # An object store's client retries a conditional PUT whose answer was lost; the retry meets the
+    # object the first attempt wrote and reports "already exists". The try must know its own claim
+    # instead of waiting claim_timeout (an hour) for itself. A local folder stands in for the store.
+    audio = tmp_path / "call.mp3"
+    write_audio(audio, 1000)
+    ledger = UploadLedger(str(tmp_path / "ledger"), owner="the only try", claim_timeout=3600)
+    write_then_report_conflict = ledger.store.create
+
+    def create(rel: str, data: bytes) -> bool:
+        write_then_report_conflict(rel, data)
+        return False  # what s3fs / gcsfs say after a retried If-None-Match / ifGenerationMatch PUT
+
+    ledger.store.create = create  # type: ignore[method-assign]
+    source = locate_source(str(audio), None)
+    claim = ledger.acquire(source, stop=_stop_after(5.0))
+
+    assert isinstance(claim, Claim) and ledger.holds(claim)
+    # Another try's claim that exists is still respected: it waits (here: until stopped).
+    other = UploadLedger(str(tmp_path / "ledger"), owner="another try", poll_interval=0.01)
+    with pytest.raises(TimeoutError):
+        other.acquire(source, stop=_stop_after(0.2))
+
+
+def _stop_after(seconds: float) -> threading.Event:
+    stop = threading.Event()
+    threading.Timer(seconds, stop.set).start()
+    return stop

@@ -297,13 +297,26 @@ class UploadLedger:
                 )
                 generation += 1
             claim = Claim(folder, key, generation, self.owner)
-            body = json.dumps({"owner": self.owner, "since": time.time(), "source": source.location})
-            if self.store.create(claim.name, body.encode()):
+            nonce = uuid.uuid4().hex
+            body = {"owner": self.owner, "since": time.time(), "source": source.location, "nonce": nonce}
+            if self.store.create(claim.name, json.dumps(body).encode()) or self._is_ours(claim, nonce):
                 entry = self.lookup(source)  # the holder before us may have finished in between
                 if entry is not None:
                     self.release(claim)
                     return entry
                 return claim
+
+    def _is_ours(self, claim: Claim, nonce: str) -> bool:
+        """True if the claim that "already exists" is the one this call wrote.
+
+        An object store's client retries a conditional PUT whose answer was lost; the retry then meets
+        the object its first attempt created (412) and reports it as existing. Without this check the
+        try would wait ``claim_timeout`` for itself.
+        """
+        try:
+            return json.loads(self.store.read(claim.name) or b"").get("nonce") == nonce
+        except (ValueError, AttributeError):
+            return False
 
     def holds(self, claim: Claim) -> bool:
         """True while no later try has taken the claim over (checked just before the create call)."""
