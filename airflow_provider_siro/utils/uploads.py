@@ -39,8 +39,13 @@ def upload_source(
     fields: RecordingFields,
     ledger: UploadLedger | None,
     log: logging.Logger,
+    *,
+    announce: bool = True,
 ) -> Uploaded:
     """Upload ``source`` and create its recording, unless the ledger says it is one already.
+
+    :param announce: log a line as the upload starts (as well as when it is created). A batch leaves
+        it to its progress lines: one line per file is enough in a log of thousands.
 
     :raises SiroLedgerError: the ledger has an ambiguous entry for this version of the source (an
         earlier create call may have succeeded), or the recording was created and its entry could not
@@ -67,7 +72,13 @@ def upload_source(
             )
         claim = found
     try:
-        log.info("Uploading %s (%d bytes, %s) to Siro", source.label, source.size, fields.file_type)
+        log.log(
+            logging.INFO if announce else logging.DEBUG,
+            "Uploading %s (%d bytes, %s) to Siro",
+            source.label,
+            source.size,
+            fields.file_type,
+        )
         started = time.monotonic()
         download_url = hook.upload_audio(source.opener, source.size, fields.file_type, label=source.label)
         if ledger is not None and claim is not None and not ledger.holds(claim):
@@ -178,7 +189,7 @@ def upload_many(
     def one(item: object) -> Uploaded:
         source, fields = item  # type: ignore[misc]
         try:
-            uploaded = upload_source(hook, source, fields, ledger, log)
+            uploaded = upload_source(hook, source, fields, ledger, log, announce=False)
         except Exception as exc:
             log.error("Upload of %s failed: %s", source.label, exc)
             progress.done(source.size, failed=True)
