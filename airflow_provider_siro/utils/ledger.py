@@ -340,7 +340,7 @@ class UploadLedger:
             "detail": detail,
         }
         rel = f"{self._folder(source.location)}/{self._key(source)}.json"
-        self.store.write(rel, json.dumps(body, indent=1).encode())
+        self.store.write(rel, json.dumps(body).encode())
 
     def record_created(self, claim: Claim, source: Source, recording_id: str) -> None:
         self._write(source, "created", recording_id)
@@ -390,7 +390,7 @@ class UploadLedger:
                 self.store.delete(rel)
             else:
                 data.update(status="created", recording_id=recording_id, at=_now(), by="settled by hand")
-                self.store.write(rel, json.dumps(data, indent=1).encode())
+                self.store.write(rel, json.dumps(data).encode())
         return settled
 
 
