@@ -11,17 +11,18 @@ bare pool, measured in the same run.
 * **bulk operator**: ``SiroUploadRecordingsOperator(max_concurrency=width, ledger_path=<local>)`` run
   with ``execute()``: validation of every file first, the ledger, the hook's retries and pace.
 * **in a deployment**: a real LocalExecutor deployment (api-server, dag-processor, scheduler with
-  ``parallelism`` = the width; ``dev/benchmarks/deployment.py``) runs the files as one bulk task, and a
-  sample of them as one mapped task instance each, each DAG run timed from trigger to finish. The
-  mapped run pays the scheduler, the task supervisor and a Python process per file; it runs a sample
-  (``--mapped-sample``, 1,000 for the whole set) and files/s is measured on it.
+  ``parallelism`` = the width; ``dev/benchmarks/deployment.py``) runs the files as one bulk task, and the
+  same files as one mapped task instance each, each DAG run timed from trigger to finish. The
+  mapped run pays the scheduler, the task supervisor and a Python process per file. It runs every
+  file by default (about ten minutes on two cores); ``--mapped-sample N`` runs the first N only, and
+  files/s is then measured on them.
 
 The bare and bulk legs run ``--rounds`` times in a rotating order, and the median of each is reported,
 so neither gains from going first or last. Their clock covers the uploads only (not a child's
 interpreter start-up or ``import airflow``); the deployment legs' clock covers the whole DAG run, which
 is the point.
 
-    python dev/bench_bulk.py            # 1,000 files of 1 MiB, width 8, 3 rounds, 100 mapped instances
+    python dev/bench_bulk.py            # 1,000 files of 1 MiB, width 8, 3 rounds, 1,000 mapped instances
     python dev/bench_bulk.py --tiny     # a toy size, to keep the script working
 """
 
@@ -143,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--size", type=int, default=1024 * 1024)
     parser.add_argument("--width", type=int, default=8)
     parser.add_argument("--rounds", type=int, default=3)
-    parser.add_argument("--mapped-sample", type=int, default=100)
+    parser.add_argument("--mapped-sample", type=int, default=None)
     parser.add_argument("--leg", help=argparse.SUPPRESS)
     parser.add_argument("--paths", help=argparse.SUPPRESS)
     parser.add_argument("--ledger", help=argparse.SUPPRESS)
@@ -157,7 +158,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if args.tiny:
         args.files, args.size, args.rounds, args.mapped_sample = 6, 64 * 1024, 1, 3
-    args.mapped_sample = min(args.mapped_sample, args.files)
+    args.mapped_sample = min(args.mapped_sample or args.files, args.files)
 
     from benchmarks.deployment import run_in_deployment
 

@@ -52,10 +52,14 @@ class _RssSampler(threading.Thread):
             for pid in self.roots:
                 try:
                     root = psutil.Process(pid)
-                    for process in [root, *root.children(recursive=True)]:
-                        total += process.memory_info().rss
+                    tree = [root, *root.children(recursive=True)]
                 except psutil.Error:
-                    continue  # a task process that just exited
+                    continue
+                for process in tree:
+                    try:
+                        total += process.memory_info().rss
+                    except psutil.Error:
+                        continue  # a task process that just exited
             self.peak = max(self.peak, total)
             self.done.wait(0.2)
 
