@@ -31,7 +31,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -40,7 +40,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "dev"))  # benchmarks.deployment
+sys.path.insert(0, str(ROOT / "dev"))  # benchmarks.common, benchmarks.deployment
+
+from benchmarks.common import cpu_seconds  # noqa: E402 - needs the path above
 
 
 def write_files(folder: Path, count: int, size: int) -> list[str]:
@@ -60,11 +62,6 @@ def peak_rss_mib() -> float:
         if line.startswith("VmHWM:"):
             return int(line.split()[1]) / 1024
     return float("nan")
-
-
-def cpu_now() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 # --------------------------------------------------------------------------- legs (run in children)
@@ -94,10 +91,10 @@ def leg_bare(paths: list[str], width: int) -> None:
         answer.raise_for_status()
         return answer.json()["data"]["id"]
 
-    started, cpu = time.monotonic(), cpu_now()
+    started, cpu = time.monotonic(), cpu_seconds()
     with ThreadPoolExecutor(width) as pool:
         ids = list(pool.map(one, paths))
-    report(len(ids), time.monotonic() - started, cpu_now() - cpu)
+    report(len(ids), time.monotonic() - started, cpu_seconds() - cpu)
 
 
 def leg_bulk(paths: list[str], width: int, ledger: str | None) -> None:
@@ -111,9 +108,9 @@ def leg_bulk(paths: list[str], width: int, ledger: str | None) -> None:
         fields_per_source=lambda source: {"title": os.path.basename(source)},
         max_concurrency=width,
     )
-    started, cpu = time.monotonic(), cpu_now()
+    started, cpu = time.monotonic(), cpu_seconds()
     ids = operator.execute(context={})
-    report(len(ids), time.monotonic() - started, cpu_now() - cpu)
+    report(len(ids), time.monotonic() - started, cpu_seconds() - cpu)
 
 
 def report(files: int, seconds: float, cpu: float) -> None:
@@ -129,12 +126,6 @@ def child(args: list[str], env: dict[str, str]) -> dict[str, Any]:
         raise SystemExit(f"leg {args[:2]} failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
     line = next(line for line in proc.stdout.splitlines() if line.startswith("RESULT "))
     return json.loads(line[len("RESULT ") :])
-
-
-def median(values: list[float]) -> float:
-    ordered = sorted(values)
-    middle = len(ordered) // 2
-    return ordered[middle] if len(ordered) % 2 else (ordered[middle - 1] + ordered[middle]) / 2
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -182,8 +173,8 @@ def main(argv: list[str] | None = None) -> int:
                 measured[leg].append(child([*command, "--width", str(args.width), *extra], env))
         rows: dict[str, tuple[float, float, float]] = {
             leg: (
-                median([r["files"] / r["seconds"] for r in results]),
-                median([r["cpu"] / r["files"] * 1000 for r in results]),
+                statistics.median([r["files"] / r["seconds"] for r in results]),
+                statistics.median([r["cpu"] / r["files"] * 1000 for r in results]),
                 max(r["rss"] for r in results),
             )
             for leg, results in measured.items()

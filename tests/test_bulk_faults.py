@@ -44,6 +44,11 @@ def by_title(server: OfflineSiro) -> dict[str, list]:
     return found
 
 
+def duplicated(found: dict[str, list]) -> dict[str, list[str]]:
+    """Titles with more than one recording, and those recordings' IDs."""
+    return {title: [r.id for r in recordings] for title, recordings in found.items() if len(recordings) > 1}
+
+
 def test_three_hundred_files_in_one_bulk_task_under_faults_end_up_uploaded_exactly_once(
     faulty_siro,  # noqa: F811 - the fixture imported from test_faults
     run_dag,
@@ -70,8 +75,7 @@ def test_three_hundred_files_in_one_bulk_task_under_faults_end_up_uploaded_exact
     assert sum(injected.values()) > 50 and set(injected) == set(FAULT_KINDS), injected
     assert ti.try_number <= 4  # retries=3
     found = by_title(server)
-    twice = {title: [r.id for r in recordings] for title, recordings in found.items() if len(recordings) > 1}
-    assert not twice, f"sources uploaded more than once: {twice}"
+    assert not duplicated(found), f"sources uploaded more than once: {duplicated(found)}"
     missing = [path for path in files if os.path.basename(path) not in found]
     ledger = UploadLedger(ledger_path)
     ambiguous = [p for p in files if any(e["status"] == "ambiguous" for _, e in ledger._entries_of(p))]
@@ -96,8 +100,7 @@ def test_three_hundred_files_in_one_bulk_task_under_faults_end_up_uploaded_exact
         if r.sha256 != hashlib.sha256(data).hexdigest()
     )
     assert corrupted == 0
-    twice = {title: [r.id for r in recordings] for title, recordings in final.items() if len(recordings) > 1}
-    assert not twice, f"sources uploaded more than once: {twice}"
+    assert not duplicated(final), f"sources uploaded more than once: {duplicated(final)}"
     for path, data in files.items():
         (recording,) = final[os.path.basename(path)]  # exactly one
         assert ids[path] == recording.id

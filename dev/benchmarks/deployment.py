@@ -14,13 +14,14 @@ Peak RSS is the most the deployment's processes held at once, summed, sampled ev
 from __future__ import annotations
 
 import os
-import resource
 import sys
 import threading
 import time
 from pathlib import Path
 
 import psutil
+
+from benchmarks.common import cpu_seconds
 
 ROOT = Path(__file__).resolve().parents[2]
 DAG_FILE = ROOT / "dev" / "benchmarks" / "dags" / "bench_bulk_vs_mapped.py"
@@ -32,11 +33,6 @@ def _busy_seconds() -> float:
         int(x) for x in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]
     )
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
-
-
-def _own_cpu() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 class _RssSampler(threading.Thread):
@@ -107,7 +103,7 @@ def run_in_deployment(
             )
             sampler = _RssSampler([p.pid for p in cluster.processes.values()])
             sampler.start()
-            busy, own, started = _busy_seconds(), _own_cpu(), time.monotonic()
+            busy, own, started = _busy_seconds(), cpu_seconds(), time.monotonic()
             run = cluster.api(
                 "POST",
                 f"/dags/{dag_id}/dagRuns",
@@ -121,7 +117,7 @@ def run_in_deployment(
 
             state = _wait_for(f"{dag_id} to finish", finished, 7200.0, cluster)
             seconds = time.monotonic() - started
-            cpu = (_busy_seconds() - busy) - (_own_cpu() - own)
+            cpu = (_busy_seconds() - busy) - (cpu_seconds() - own)
             sampler.done.set()
             sampler.join()
             if state != "success":
