@@ -202,6 +202,35 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         """Where a person opens the recording in the Siro web app."""
         return f"{self.settings.app_url}/recordings/{quote(recording_id, safe='')}"
 
+    def destination(self) -> str:
+        """Where this hook creates recordings, as the stable string the upload ledger keys entries on.
+
+        It names Siro's API base URL and the account a recording is created in, never a token (tokens
+        rotate; the account does not):
+
+        * a connection that mints tokens: ``oauth:<client_id>/user:<user_id>`` (the OAuth app and the
+          Siro user the tokens are minted for);
+        * a pasted access token: the extra ``account`` when set (name the Siro user the token belongs
+          to, e.g. their email), else the connection's ``login``, else ``connection:<conn id>``, so two
+          connections with pasted tokens are two destinations unless they say they are one account.
+
+        No request is made: the answer must be there before the first byte moves.
+        """
+        settings = self.settings
+        if settings.uses_oauth:
+            account = f"oauth:{settings.client_id}/user:{settings.user_id}"
+        else:
+            conn = self.get_connection(self.siro_conn_id)
+            extras = conn.extra_dejson or {}
+            named = extras.get("account") or extras.get("extra__siro__account")
+            if named not in (None, ""):
+                account = f"account:{str(named).strip()}"
+            elif (conn.login or "").strip():
+                account = f"login:{str(conn.login).strip()}"
+            else:
+                account = f"connection:{self.siro_conn_id}"
+        return f"{settings.api_url} {account}"
+
     def test_connection(self) -> tuple[bool, str]:
         """Check credentials the cheapest way that proves uploads will work: ask for a 1-byte signed URL."""
         try:

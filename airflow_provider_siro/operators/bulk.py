@@ -115,7 +115,6 @@ class SiroUploadRecordingsOperator(BaseOperator):
         hook = self.hook
         settings = self._upload_settings()
         hook.size_pool(2 * width)  # each thread may hold an API and a storage connection
-        self.log.info("Uploading %d files to Siro, %d at a time", len(work), width)
         ids, failures = upload_many(hook, work, ledger, width, self.log, settings.progress_interval)
         if failures:
             context["ti"].xcom_push(key="recording_ids", value=ids)

@@ -238,7 +238,13 @@ class SiroUploadRecordingOperator(BaseOperator):
     def _ledger(self, context: Context, conn_id: str | None) -> UploadLedger | None:
         from airflow_provider_siro.utils.ledger import ledger_for
 
-        return ledger_for(self.ledger_path, self.ledger_conn_id or conn_id, context)
+        return ledger_for(
+            self.ledger_path,
+            self.ledger_conn_id or conn_id,
+            context,
+            destination=self.hook.destination(),
+            claim_timeout=getattr(self, "claim_timeout", 3600.0),
+        )
 
     def _upload_settings(self) -> SiroConnectionSettings:
         """The connection's settings; a broken connection, or one that cannot upload, fails here."""

@@ -7,7 +7,6 @@ before any byte of any file leaves the machine.
 
 from __future__ import annotations
 
-from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
@@ -37,11 +36,8 @@ def resolve_sources(source_paths: Any, source_folder: Any, pattern: Any, conn_id
             raise SiroValidationError(
                 "source_paths", f"must be a list of paths or URLs, got {type(source_paths).__name__}"
             )
-        sources = [check_text("source_paths", source_path_text(item)) for item in source_paths]
-        repeated = sorted(source for source, n in Counter(sources).items() if n > 1)
-        if repeated:
-            raise SiroValidationError("source_paths", f"names {repeated[0]!r} more than once")
-        return sources
+        # A source named twice (or a file under two names) is uploaded once: see upload_many.
+        return [check_text("source_paths", source_path_text(item)) for item in source_paths]
     folder = check_text("source_folder", source_folder, if_empty="give a folder or bucket URL")
     glob = check_text("pattern", pattern, if_empty='give a glob such as "*.mp3" or "**/*.wav"')
     return list_sources(folder, glob, conn_id)

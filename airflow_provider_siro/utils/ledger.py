@@ -1,23 +1,45 @@
 """The upload ledger: which sources are already Siro recordings, kept in storage every worker can reach.
 
 Siro has no idempotency key, so a cleared run, an overlapping daily listing or an asset event that fires
-twice would upload a call again. The ledger remembers each uploaded source by its identity (canonical
-location, size, and the store's version of the content) and the recording ID Siro gave it.
+twice would upload a call again. The ledger remembers each uploaded source and the recording ID Siro
+gave it, keyed by two things:
 
-Layout under the ledger's root, one folder per source location, one entry per version of its content::
+* the source: its identity (see :mod:`airflow_provider_siro.utils.sources`: a local file's real path,
+  or its device and inode when it has several hard links; an object's URL), its size, and the store's
+  version of the content;
+* the destination: Siro's API base URL and the account the recording is created in, from
+  ``SiroHook.destination()`` (the OAuth app and user a connection mints tokens for, or the account a
+  pasted token's connection names), never the token. The same file through two accounts is two
+  recordings; the same file through the same account, re-run, is none.
 
-    <ledger_path>/<sha256(location)[:32]>/<sha256(location, size, version)[:32]>.json
-    <ledger_path>/<sha256(location)[:32]>/<sha256(location, size, version)[:32]>.claim-000000
+Layout under the ledger's root, one folder per source, one entry per version and destination::
 
-An entry (JSON) holds the location, size, version, ``status`` (``created`` or ``ambiguous``), the
-recording ID and when. A claim is written, with the store's exclusive create, by the try that is
-uploading that version right now; a concurrent try waits for the entry instead of uploading too. A
-claim older than ``claim_timeout`` is taken over by writing the next generation (``.claim-000001``),
-again exclusively, so two takers cannot both win.
+    <ledger_path>/<sha256(identity)[:32]>/<sha256(identity, size, version, destination)[:32]>.json
+    <ledger_path>/<sha256(identity)[:32]>/<sha256(identity, size, version, destination)[:32]>.claim-000000
+
+An entry (JSON) holds the source, size, version, destination, ``status`` and the recording ID:
+
+* ``created`` - Siro answered the create call with this recording ID;
+* ``reconciled`` - the create call's answer was lost, and a look in Siro's list of recordings found
+  exactly one recording it made (see :mod:`airflow_provider_siro.utils.reconcile`);
+* ``ambiguous`` - the create call may or may not have made a recording, and nothing settled it yet.
+  Such a source is never uploaded again without a decision: a later try reconciles it against Siro,
+  or a person settles it with :meth:`UploadLedger.settle`.
+
+A claim is written, with the store's exclusive create, by the try that is uploading that version right
+now. It names its holder (dag, task, run, map index, try) and, just before the create call is sent,
+records that it was sent and when. A concurrent try of another task instance waits for the entry, up to
+``claim_timeout``; a later try of the same task instance knows the earlier try is over and takes the
+claim at once. A claim taken over (either way) whose holder had sent its create call is taken as
+ambiguous, never as free. A taker writes the next generation (``.claim-000001``), again exclusively, so
+two takers cannot both win.
 
 Exclusive create: local paths use ``O_CREAT | O_EXCL``; S3 (s3fs) sends ``PutObject`` with
 ``If-None-Match: *`` and GCS (gcsfs) ``ifGenerationMatch=0``; any other store falls back to fsspec's
 check-then-write, which two simultaneous tries can both pass (logged as a warning).
+
+A damaged entry (unreadable, or not an entry) is never guessed around: the task fails at once naming
+the entry and the command that resets it.
 """
 
 from __future__ import annotations
@@ -31,11 +53,19 @@ import socket
 import threading
 import time
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+from airflow_provider_siro.exceptions import SiroLedgerError
 from airflow_provider_siro.utils.sources import Source, canonical_location, is_local
+
+FINAL_STATUSES = frozenset({"created", "reconciled"})
+"""Entry statuses that name the source's recording: a try finding one reuses its ID."""
+
+ENTRY_WRITE_ATTEMPTS = 4
+"""Tries at writing an entry after Siro created the recording, before the task fails naming the ID."""
 
 EXCLUSIVE_PROTOCOLS = frozenset({"file", "local", "s3", "s3a", "gs", "gcs"})
 """Stores whose exclusive create is a single conditional write (see the module docstring)."""
@@ -162,28 +192,110 @@ class _ObjectStore:
 
 
 @dataclass(frozen=True)
-class Entry:
-    """What the ledger knows of one version of a source."""
+class Holder:
+    """The task instance and try that holds a claim (or wrote an entry)."""
 
-    status: str  # "created" or "ambiguous"
+    dag_id: str
+    task_id: str
+    run_id: str
+    map_index: int
+    try_number: int
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "dag_id": self.dag_id,
+            "task_id": self.task_id,
+            "run_id": self.run_id,
+            "map_index": self.map_index,
+            "try_number": self.try_number,
+        }
+
+    @classmethod
+    def from_dict(cls, data: Any) -> Holder | None:
+        if not isinstance(data, Mapping):
+            return None
+        try:
+            return cls(
+                str(data["dag_id"]),
+                str(data["task_id"]),
+                str(data["run_id"]),
+                int(data["map_index"]),
+                int(data["try_number"]),
+            )
+        except (KeyError, TypeError, ValueError):
+            return None
+
+    def is_earlier_try_of(self, other: Holder) -> bool:
+        """True if this is an earlier try of ``other``'s task instance (so it is over: Airflow runs one
+        try of a task instance at a time)."""
+        same = (self.dag_id, self.task_id, self.run_id, self.map_index) == (
+            other.dag_id,
+            other.task_id,
+            other.run_id,
+            other.map_index,
+        )
+        return same and self.try_number < other.try_number
+
+    def __str__(self) -> str:
+        index = f"[{self.map_index}]" if self.map_index >= 0 else ""
+        return f"{self.dag_id}/{self.run_id}/{self.task_id}{index} try {self.try_number}"
+
+
+@dataclass(frozen=True)
+class Entry:
+    """What the ledger knows of one version of a source at one destination.
+
+    :param status: ``created``, ``reconciled`` or ``ambiguous`` (see the module docstring).
+    :param where: the entry's location in the store, for messages.
+    :param body: for an ambiguous create, the fields of the create call that Siro's list of recordings
+        can be matched on (title, user, date, result, discoverable; never the audio's URL).
+    :param sent_at: for an ambiguous create, when the call was sent (ISO 8601, UTC).
+    :param candidates: recordings a reconciliation found more than one of.
+    """
+
+    status: str
     recording_id: str | None
     at: str
     where: str
     detail: str = ""
+    destination: str = ""
+    body: Mapping[str, Any] = field(default_factory=dict)
+    sent_at: str | None = None
+    candidates: tuple[str, ...] = ()
+
+    @property
+    def final(self) -> bool:
+        return self.status in FINAL_STATUSES and bool(self.recording_id)
 
 
 @dataclass(frozen=True)
 class Claim:
-    """This try's right to upload one version of a source."""
+    """This try's right to upload one version of a source.
+
+    :param prior: set when this claim inherits an ambiguous state: an ambiguous entry, or a claim taken
+        over from a try that had sent its create call and never recorded the answer. The source must be
+        reconciled (or settled by hand) before it is uploaded again.
+    """
 
     folder: str
     key: str
     generation: int
     owner: str
+    prior: Entry | None = None
 
     @property
     def name(self) -> str:
         return f"{self.folder}/{self.key}.claim-{self.generation:06d}"
+
+
+@dataclass(frozen=True)
+class _ClaimInfo:
+    age: float
+    owner: str
+    holder: Holder | None
+    stage: str | None
+    sent_at: str | None
+    body: Mapping[str, Any]
 
 
 class UploadLedger:
@@ -191,11 +303,17 @@ class UploadLedger:
 
     :param path: a local folder, ``file://`` URL, or any URL Airflow's object storage reaches.
     :param conn_id: the connection object storage uses for ``path``.
-    :param claim_timeout: seconds after which another try's claim counts as abandoned (its worker died)
-        and is taken over. Longer than the slowest single upload, or a slow try and its taker both
-        upload.
+    :param destination: where recordings are created (``SiroHook.destination()``); part of every
+        entry's key. Only a ledger that reads or writes entries for uploads needs it; the ledger command
+        lists and settles entries of every destination.
+    :param claim_timeout: seconds after which another task instance's claim counts as abandoned (its
+        worker died) and is taken over (as ambiguous if it had sent its create call). Longer than the
+        slowest single upload, or a slow try and its taker both upload. A later try of the same task
+        instance does not wait: it knows the earlier try is over.
     :param poll_interval: seconds between looks at a claim held by another try.
-    :param owner: names this try in claims and log lines (the operator passes dag/run/task/try).
+    :param owner: names this try in claims and log lines.
+    :param holder: this try's task instance and try number, recorded in its claims (``ledger_for``
+        fills it from the task's context).
     """
 
     def __init__(
@@ -203,47 +321,81 @@ class UploadLedger:
         path: str,
         conn_id: str | None = None,
         *,
+        destination: str = "",
         claim_timeout: float = 3600.0,
         poll_interval: float = 1.0,
         owner: str = "",
+        holder: Holder | None = None,
     ) -> None:
         self.path = path
         self.conn_id = conn_id
         self.store: _LocalStore | _ObjectStore = (
             _LocalStore(path) if is_local(path) else _ObjectStore(path, conn_id)
         )
+        self.destination = destination
         self.claim_timeout = claim_timeout
         self.poll_interval = poll_interval
-        self.owner = owner or f"{socket.gethostname()} pid {os.getpid()}"
+        self.holder = holder
+        self.owner = owner or (str(holder) if holder else f"{socket.gethostname()} pid {os.getpid()}")
 
     # ------------------------------------------------------------------ keys
     @staticmethod
-    def _folder(location: str) -> str:
-        return _digest(location)
+    def _folder(identity: str) -> str:
+        return _digest(identity)
 
-    @staticmethod
-    def _key(source: Source) -> str:
-        return _digest(source.location, source.size, source.version)
+    def _key(self, source: Source) -> str:
+        return _digest(source.key, source.size, source.version, self.destination)
+
+    def _entry_rel(self, source: Source) -> str:
+        return f"{self._folder(source.key)}/{self._key(source)}.json"
 
     def entry_location(self, source: Source) -> str:
-        """Where ``source``'s entry is (or will be), for messages."""
-        return self.store.where(f"{self._folder(source.location)}/{self._key(source)}.json")
+        """Where ``source``'s entry for this ledger's destination is (or will be), for messages."""
+        return self.store.where(self._entry_rel(source))
+
+    def command(self, verb: str, target: str, recording_id: str | None = None) -> str:
+        """The Python call that does ``verb`` (``forget`` or ``settle``) to ``target``, for messages."""
+        conn = f", {self.conn_id!r}" if self.conn_id else ""
+        rid = f", {recording_id!r}" if recording_id else ""
+        return f"UploadLedger({self.path!r}{conn}).{verb}({target!r}{rid})"
 
     # ------------------------------------------------------------------ reading
-    def lookup(self, source: Source) -> Entry | None:
-        """The entry for this version of ``source``, or None if no try has finished with it."""
-        rel = f"{self._folder(source.location)}/{self._key(source)}.json"
-        raw = self.store.read(rel)
+    def _read_entry(self, rel: str, given: str) -> dict[str, Any] | None:
+        """The raw entry at ``rel``; raise :class:`SiroLedgerError` (not retried) if it is damaged."""
+        where = self.store.where(rel)
+        try:
+            raw = self.store.read(rel)
+        except (IsADirectoryError, NotADirectoryError, PermissionError) as exc:
+            raise self._damaged(given, where, f"it cannot be read ({type(exc).__name__}: {exc})") from None
         if raw is None:
             return None
-        data = json.loads(raw)
-        return Entry(
-            str(data["status"]),
-            data.get("recording_id"),
-            str(data.get("at", "")),
-            self.store.where(rel),
-            str(data.get("detail", "")),
+        try:
+            data = json.loads(raw)
+        except ValueError as exc:
+            raise self._damaged(given, where, f"it is not JSON ({exc})") from None
+        problem = _entry_problem(data)
+        if problem:
+            raise self._damaged(given, where, problem)
+        return dict(data)
+
+    def _damaged(self, given: str, where: str, problem: str) -> SiroLedgerError:
+        return SiroLedgerError(
+            given,
+            f"the upload ledger's entry {where} is damaged: {problem}. The provider will not guess what it "
+            f"said. Check Siro for this source's recording, then reset the entry with "
+            f"`{self.command('forget', where)}` (the next run uploads the source) or "
+            f"`{self.command('settle', where, 'ID')}` (it records that ID); UploadLedger is in "
+            "airflow_provider_siro.utils.ledger",
         )
+
+    def lookup(self, source: Source) -> Entry | None:
+        """The entry for this version of ``source`` at this destination, or None if no try finished it.
+
+        :raises SiroLedgerError: the entry is damaged (not retried).
+        """
+        rel = self._entry_rel(source)
+        data = self._read_entry(rel, source.given)
+        return None if data is None else _entry_of(data, self.store.where(rel))
 
     def _claims(self, folder: str, key: str) -> list[tuple[int, str]]:
         prefix = f"{key}.claim-"
@@ -253,58 +405,117 @@ class UploadLedger:
                 found.append((int(name[len(prefix) :]), name))
         return sorted(found)
 
-    def _claim_age(self, folder: str, name: str) -> tuple[float, str]:
+    def _claim_info(self, folder: str, name: str) -> _ClaimInfo:
         raw = self.store.read(f"{folder}/{name}")
         try:
             data = json.loads(raw or b"")
-            return time.time() - float(data["since"]), str(data.get("owner", "?"))
-        except (ValueError, KeyError, TypeError):
-            return 0.0, "?"  # being written (local files are created empty, then filled): a fresh claim
+            return _ClaimInfo(
+                time.time() - float(data["since"]),
+                str(data.get("owner", "?")),
+                Holder.from_dict(data.get("holder")),
+                data.get("stage"),
+                data.get("sent_at"),
+                dict(data.get("body") or {}),
+            )
+        except (ValueError, KeyError, TypeError, AttributeError):
+            # Being written (local files are created empty, then filled): a fresh claim.
+            return _ClaimInfo(0.0, "?", None, "claimed", None, {})
 
     # ------------------------------------------------------------------ claiming
-    def acquire(self, source: Source, stop: threading.Event | None = None) -> Entry | Claim:
-        """Return the entry if this version is known, else claim it, waiting while another try holds it."""
-        folder, key = self._folder(source.location), self._key(source)
+    def acquire(
+        self, source: Source, stop: threading.Event | None = None, *, known_absent: bool = False
+    ) -> Entry | Claim:
+        """Return the entry if this version is recorded, else claim it, waiting while another try holds it.
+
+        :param known_absent: the caller has just looked the source up and found no entry (a bulk task
+            looks every source up first): skip the first look.
+        :return: a final entry (``created``/``reconciled``: reuse its ID), or a :class:`Claim`, whose
+            ``prior`` is set when the source's state is ambiguous.
+        :raises SiroLedgerError: the source's entry is damaged.
+        """
+        folder, key = self._folder(source.key), self._key(source)
         waited_for = ""
+        first = True
         while True:
-            entry = self.lookup(source)
-            if entry is not None:
+            entry = None if (first and known_absent) else self.lookup(source)
+            first = False
+            if entry is not None and entry.final:
                 return entry
+            prior = entry if entry is not None and entry.status == "ambiguous" else None
             claims = self._claims(folder, key)
             generation = 0
             if claims:
                 generation, name = claims[-1]
-                age, holder = self._claim_age(folder, name)
-                if age < self.claim_timeout:
-                    if waited_for != holder:
-                        waited_for = holder
+                info = self._claim_info(folder, name)
+                over = bool(self.holder and info.holder and info.holder.is_earlier_try_of(self.holder))
+                if not over and info.age < self.claim_timeout:
+                    if waited_for != info.owner:
+                        waited_for = info.owner
                         log.info(
                             "%s is being uploaded by another try (%s, for %.0f s); waiting for its result",
                             source.label,
-                            holder,
-                            age,
+                            info.owner,
+                            info.age,
                         )
                     if stop is not None and stop.is_set():
-                        raise TimeoutError(f"{source.label}: stopped while waiting for {holder}")
+                        raise TimeoutError(f"{source.label}: stopped while waiting for {info.owner}")
                     time.sleep(self.poll_interval)
                     continue
-                log.warning(
-                    "The claim on %s by %s is %.0f s old (claim_timeout %.0f s); taking it over",
-                    source.label,
-                    holder,
-                    age,
-                    self.claim_timeout,
+                why = (
+                    "that try is over"
+                    if over
+                    else f"it is {info.age:.0f} s old, claim_timeout {self.claim_timeout:.0f} s"
                 )
+                sent = info.stage != "claimed"  # "creating", or a claim that does not say: sent
+                log.warning(
+                    "Taking over the claim on %s held by %s (%s); %s",
+                    source.label,
+                    info.owner,
+                    why,
+                    "it had sent the create call, so the recording may exist"
+                    if sent
+                    else "it had not sent the create call",
+                )
+                if sent and prior is None:
+                    prior = Entry(
+                        "ambiguous",
+                        None,
+                        _now(),
+                        self.store.where(self._entry_rel(source)),
+                        f"{info.owner} sent the create call{' at ' + info.sent_at if info.sent_at else ''} "
+                        "and ended without recording Siro's answer",
+                        self.destination,
+                        info.body,
+                        info.sent_at,
+                    )
                 generation += 1
-            claim = Claim(folder, key, generation, self.owner)
+            claim = Claim(folder, key, generation, self.owner, prior)
             nonce = uuid.uuid4().hex
-            body = {"owner": self.owner, "since": time.time(), "source": source.location, "nonce": nonce}
+            body = self._claim_body(source, nonce, "claimed")
             if self.store.create(claim.name, json.dumps(body).encode()) or self._is_ours(claim, nonce):
                 entry = self.lookup(source)  # the holder before us may have finished in between
-                if entry is not None:
+                if entry is not None and entry.final:
                     self.release(claim)
                     return entry
+                if entry is not None and entry.status == "ambiguous" and claim.prior is None:
+                    claim = Claim(folder, key, generation, self.owner, entry)
                 return claim
+
+    def _claim_body(self, source: Source, nonce: str, stage: str, **more: Any) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "holder": self.holder.as_dict() if self.holder else None,
+            "since": time.time(),
+            "source": source.location,
+            "identity": source.key,
+            "given": source.given,
+            "size": source.size,
+            "version": source.version,
+            "destination": self.destination,
+            "nonce": nonce,
+            "stage": stage,
+            **more,
+        }
 
     def _is_ours(self, claim: Claim, nonce: str) -> bool:
         """True if the claim that "already exists" is the one this call wrote.
@@ -318,6 +529,24 @@ class UploadLedger:
         except (ValueError, AttributeError):
             return False
 
+    def mark_sending(self, claim: Claim, source: Source, body: Mapping[str, Any], sent_at: str) -> None:
+        """Record in the claim that the create call is about to be sent, and what it matches on.
+
+        Call it, then :meth:`holds`, then send: a try that takes the claim over later knows from this
+        that the recording may exist (and how to look for it in Siro), and one that took it over before
+        this write makes :meth:`holds` answer False, so the create is not sent.
+        """
+        try:
+            raw = json.loads(self.store.read(claim.name) or b"{}")
+        except ValueError:
+            raw = {}
+        nonce = str(raw.get("nonce", "")) if isinstance(raw, dict) else ""
+        since = raw.get("since") if isinstance(raw, dict) else None
+        data = self._claim_body(source, nonce, "creating", sent_at=sent_at, body=dict(body))
+        if since is not None:
+            data["since"] = since
+        self.store.write(claim.name, json.dumps(data).encode())
+
     def holds(self, claim: Claim) -> bool:
         """True while no later try has taken the claim over (checked just before the create call)."""
         claims = self._claims(claim.folder, claim.key)
@@ -327,82 +556,288 @@ class UploadLedger:
         self.store.delete(claim.name)
 
     # ------------------------------------------------------------------ writing
-    def _write(self, source: Source, status: str, recording_id: str | None, detail: str = "") -> None:
-        body = {
+    def _write(
+        self,
+        source: Source,
+        status: str,
+        recording_id: str | None,
+        detail: str = "",
+        *,
+        body: Mapping[str, Any] | None = None,
+        sent_at: str | None = None,
+        candidates: tuple[str, ...] = (),
+        attempts: int = 1,
+    ) -> None:
+        data = {
             "source": source.location,
+            "identity": source.key,
             "given": source.given,
             "size": source.size,
             "version": source.version,
+            "destination": self.destination,
             "status": status,
             "recording_id": recording_id,
             "at": _now(),
             "by": self.owner,
             "detail": detail,
         }
-        rel = f"{self._folder(source.location)}/{self._key(source)}.json"
-        self.store.write(rel, json.dumps(body).encode())
+        if body:
+            data["body"] = dict(body)
+        if sent_at:
+            data["sent_at"] = sent_at
+        if candidates:
+            data["candidates"] = list(candidates)
+        encoded = json.dumps(data).encode()
+        for attempt in range(1, attempts + 1):
+            try:
+                self.store.write(self._entry_rel(source), encoded)
+                return
+            except Exception as exc:
+                if attempt == attempts:
+                    raise
+                log.warning(
+                    "Writing the ledger entry of %s failed (%s: %s); trying again",
+                    source.label,
+                    type(exc).__name__,
+                    exc,
+                )
+                time.sleep(min(0.25 * 2**attempt, 2.0))
 
     def record_created(self, claim: Claim, source: Source, recording_id: str) -> None:
-        self._write(source, "created", recording_id)
+        """Write the ``created`` entry (retried: Siro has the recording now), then release the claim.
+
+        If every attempt fails this raises, and the claim stays: it says the create call was sent, so a
+        later try takes it as ambiguous and reconciles, never uploading blindly.
+        """
+        self._write(source, "created", recording_id, attempts=ENTRY_WRITE_ATTEMPTS)
         self.release(claim)
 
-    def record_ambiguous(self, claim: Claim, source: Source, detail: str) -> None:
-        self._write(source, "ambiguous", None, detail)
+    def record_reconciled(self, claim: Claim, source: Source, recording_id: str, detail: str) -> None:
+        """Write the ``reconciled`` entry of a recording found in Siro, then release the claim."""
+        self._write(source, "reconciled", recording_id, detail, attempts=ENTRY_WRITE_ATTEMPTS)
         self.release(claim)
 
-    # ------------------------------------------------------------------ by hand
-    def _entries_of(self, source_path: str) -> list[tuple[str, dict[str, Any]]]:
-        folder = self._folder(canonical_location(source_path, self.conn_id))
+    def record_ambiguous(
+        self,
+        claim: Claim,
+        source: Source,
+        detail: str,
+        *,
+        body: Mapping[str, Any] | None = None,
+        sent_at: str | None = None,
+        candidates: tuple[str, ...] = (),
+    ) -> None:
+        """Write the ``ambiguous`` entry, then release the claim (the entry now says what it said)."""
+        self._write(source, "ambiguous", None, detail, body=body, sent_at=sent_at, candidates=candidates)
+        self.release(claim)
+
+    # ------------------------------------------------------------------ by hand (the ledger command)
+    def records(self) -> Iterator[LedgerRecord]:
+        """Every entry in the ledger, and every claim that has no entry (a try that may have been cut
+        off), of every destination. Damaged entries are listed with status ``damaged``."""
+        for folder in sorted(self.store.names("")):
+            if len(folder) == 32 and all(c in "0123456789abcdef" for c in folder):
+                yield from self._records_in(folder)
+
+    def _records_in(self, folder: str) -> list[LedgerRecord]:
+        names = self.store.names(folder)
+        keys_with_entries = {n[: -len(".json")] for n in names if n.endswith(".json")}
         found = []
-        for name in self.store.names(folder):
+        for name in sorted(names):
+            key, _, generation = name.rpartition(".claim-")
             if name.endswith(".json"):
-                raw = self.store.read(f"{folder}/{name}")
-                if raw is not None:
-                    found.append((f"{folder}/{name}", json.loads(raw)))
+                found.append(self._record(f"{folder}/{name}"))
+            elif key and generation.isdigit() and key not in keys_with_entries:
+                found.append(self._claim_record(f"{folder}/{name}"))
         return found
 
-    def forget(self, source_path: str) -> int:
-        """Delete every entry (and claim) of ``source_path``: the next run uploads it again.
+    def _record(self, rel: str) -> LedgerRecord:
+        try:
+            data = self._read_entry(rel, rel)
+        except SiroLedgerError as exc:
+            return LedgerRecord(self.store.where(rel), rel, "damaged", {"detail": exc.problem})
+        return LedgerRecord(self.store.where(rel), rel, str((data or {}).get("status")), data or {})
 
-        :param source_path: written as the DAG writes it (local path or URL; ``conn_id`` as for the ledger).
-        :return: how many entries were deleted.
+    def _claim_record(self, rel: str) -> LedgerRecord:
+        try:
+            data = json.loads(self.store.read(rel) or b"{}")
+            if not isinstance(data, dict):
+                raise ValueError("not an object")
+        except ValueError:
+            data = {}
+        stage = data.get("stage")
+        status = "claimed" if stage == "claimed" else "ambiguous (claim)"
+        return LedgerRecord(self.store.where(rel), rel, status, data)
+
+    def find(self, target: str) -> list[LedgerRecord]:
+        """The records ``target`` names: an entry or claim by its location (as ``list`` shows it), or a
+        source by its path or URL (written as the DAG writes it; ``conn_id`` as for the ledger): every
+        entry of that source, at every destination, and its claims without an entry."""
+        rel = self._rel_of(target)
+        if rel is not None:
+            if self.store.read(rel) is None:
+                return []
+            return [self._record(rel) if rel.endswith(".json") else self._claim_record(rel)]
+        return self._records_in(self._folder(canonical_location(target, self.conn_id)))
+
+    def _rel_of(self, target: str) -> str | None:
+        """``target`` as a path inside the ledger, if it names an entry or a claim there."""
+        base = self.store.where("")
+        text = target[len(base) :] if target.startswith(base) else target
+        parts = text.strip("/").split("/")
+        if len(parts) == 2 and len(parts[0]) == 32 and all(c in "0123456789abcdef" for c in parts[0]):
+            name = parts[1]
+            if name.endswith(".json") or name.rsplit(".claim-", 1)[-1].isdigit():
+                return f"{parts[0]}/{name}"
+        return None
+
+    def _siblings(self, rel: str) -> list[str]:
+        """The entry at ``rel`` (or the claim) and every claim of the same key."""
+        folder, name = rel.split("/", 1)
+        key = name[: -len(".json")] if name.endswith(".json") else name.rsplit(".claim-", 1)[0]
+        return [
+            f"{folder}/{n}"
+            for n in self.store.names(folder)
+            if n == f"{key}.json" or n.startswith(f"{key}.claim-")
+        ]
+
+    def forget(self, target: str) -> int:
+        """Delete what ``target`` names (see :meth:`find`) with its claims: the next run uploads it again.
+
+        :return: how many entries (and claims without an entry) were deleted.
         """
-        folder = self._folder(canonical_location(source_path, self.conn_id))
-        names = self.store.names(folder)
-        for name in names:
-            self.store.delete(f"{folder}/{name}")
-        return sum(1 for name in names if name.endswith(".json"))
+        records = self.find(target)
+        for record in records:
+            for rel in self._siblings(record.rel):
+                self.store.delete(rel)
+        return len(records)
 
-    def settle(self, source_path: str, recording_id: str | None = None) -> int:
-        """Resolve ``source_path``'s ambiguous entries after checking Siro.
+    def settle(self, target: str, recording_id: str | None = None, *, how: str = "settled by hand") -> int:
+        """Resolve the ambiguous records ``target`` names (see :meth:`find`) after checking Siro.
 
-        :param recording_id: the recording Siro did create for it: the entries become ``created`` with
-            this ID. ``None`` (Siro has no such recording): the entries are deleted, so the next run
-            uploads the source.
-        :return: how many entries were settled.
+        :param recording_id: the recording Siro did create for it: each becomes ``reconciled`` with this
+            ID. ``None`` (Siro has no such recording): each is deleted, so the next run uploads it.
+        :param how: recorded in the entry's ``by``.
+        :return: how many were settled. Entries already ``created``/``reconciled`` are left alone.
         """
         settled = 0
-        for rel, data in self._entries_of(source_path):
-            if data.get("status") != "ambiguous":
+        for record in self.find(target):
+            if not record.needs_decision:
                 continue
             settled += 1
-            if recording_id is None:
-                self.store.delete(rel)
-            else:
-                data.update(status="created", recording_id=recording_id, at=_now(), by="settled by hand")
-                self.store.write(rel, json.dumps(data).encode())
+            self.settle_record(record, recording_id, how=how)
         return settled
 
+    def settle_record(self, record: LedgerRecord, recording_id: str | None, *, how: str) -> None:
+        """Settle one ambiguous (or damaged) record: record ``recording_id``, or delete it if None."""
+        if recording_id is None:
+            for rel in self._siblings(record.rel):
+                self.store.delete(rel)
+            return
+        data = dict(record.data)
+        for transient in ("nonce", "stage", "since", "holder", "owner"):
+            data.pop(transient, None)
+        data.update(status="reconciled", recording_id=recording_id, at=_now(), by=how)
+        data.setdefault("detail", "")
+        folder, name = record.rel.split("/", 1)
+        key = name[: -len(".json")] if name.endswith(".json") else name.rsplit(".claim-", 1)[0]
+        self.store.write(f"{folder}/{key}.json", json.dumps(data).encode())
+        for rel in self._siblings(record.rel):
+            if ".claim-" in rel:
+                self.store.delete(rel)
 
-def ledger_for(ledger_path: Any, conn_id: str | None, context: Any) -> UploadLedger | None:
-    """The ledger an operator's rendered ``ledger_path`` names, its claims naming the try; None for None."""
+
+@dataclass(frozen=True)
+class LedgerRecord:
+    """One entry (or a claim with no entry) as the ledger command shows it.
+
+    :param where: its location in the store.
+    :param rel: its path inside the ledger.
+    :param status: ``created``, ``reconciled``, ``ambiguous``, ``ambiguous (claim)`` (a try sent the
+        create call and never recorded the answer), ``claimed`` (a try holds it and had not sent the
+        create call) or ``damaged``.
+    :param data: the stored JSON.
+    """
+
+    where: str
+    rel: str
+    status: str
+    data: Mapping[str, Any]
+
+    @property
+    def needs_decision(self) -> bool:
+        return self.status in ("ambiguous", "ambiguous (claim)", "damaged")
+
+
+def _entry_problem(data: Any) -> str:
+    """What is wrong with a stored entry, or "" if nothing."""
+    if not isinstance(data, dict):
+        return f"it holds a JSON {type(data).__name__}, not an entry"
+    status = data.get("status")
+    if status not in ("created", "reconciled", "ambiguous"):
+        return f"its status is {status!r}, not created, reconciled or ambiguous"
+    rid = data.get("recording_id")
+    if status in FINAL_STATUSES and (not isinstance(rid, str) or not rid):
+        return f"it is {status} without a recording ID"
+    for name in ("body",):
+        if name in data and not isinstance(data[name], dict):
+            return f"its {name} is not an object"
+    return ""
+
+
+def _entry_of(data: Mapping[str, Any], where: str) -> Entry:
+    return Entry(
+        str(data["status"]),
+        data.get("recording_id"),
+        str(data.get("at", "")),
+        where,
+        str(data.get("detail", "")),
+        str(data.get("destination", "")),
+        dict(data.get("body") or {}),
+        data.get("sent_at"),
+        tuple(str(c) for c in data.get("candidates") or ()),
+    )
+
+
+def holder_of(context: Any) -> Holder | None:
+    """The running try, from a task's context (None outside a task)."""
+    ti = context.get("ti") if context else None
+    if not hasattr(ti, "run_id"):
+        return None
+    map_index = getattr(ti, "map_index", -1)
+    return Holder(
+        str(ti.dag_id),
+        str(ti.task_id),
+        str(ti.run_id),
+        int(map_index if map_index is not None else -1),
+        int(getattr(ti, "try_number", 0) or 0),
+    )
+
+
+def ledger_for(
+    ledger_path: Any,
+    conn_id: str | None,
+    context: Any = None,
+    *,
+    destination: str,
+    claim_timeout: float = 3600.0,
+) -> UploadLedger | None:
+    """The ledger an operator's rendered ``ledger_path`` names, or None for None.
+
+    :param conn_id: the connection object storage uses for ``ledger_path``.
+    :param context: the task's context: its claims name the try (dag, task, run, map index, try).
+    :param destination: ``SiroHook.destination()`` of the hook that uploads: part of every entry's key.
+    :param claim_timeout: the operator's ``claim_timeout`` (see :class:`UploadLedger`).
+    """
     if ledger_path is None:
         return None
     from airflow_provider_siro.payload import check_text
 
     path = check_text("ledger_path", ledger_path, if_empty="give a folder or URL, or None for no ledger")
-    ti = context.get("ti") if context else None
-    owner = ""
-    if hasattr(ti, "run_id"):
-        owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}[{ti.map_index}] try {ti.try_number}"
-    return UploadLedger(path, conn_id, owner=owner)
+    if not isinstance(claim_timeout, int | float) or isinstance(claim_timeout, bool) or claim_timeout <= 0:
+        from airflow_provider_siro.exceptions import SiroValidationError
+
+        raise SiroValidationError("claim_timeout", f"must be a number of seconds > 0, got {claim_timeout!r}")
+    return UploadLedger(
+        path, conn_id, destination=destination, claim_timeout=float(claim_timeout), holder=holder_of(context)
+    )

@@ -1,9 +1,15 @@
 """Audio sources: locate a file in local storage or any Airflow object storage, say what it is, open it.
 
 A :class:`Source` carries what the upload needs (an opener, the exact size, a label for log lines) and
-what the upload ledger keys on: a canonical location (the URL without any connection id in it) and the
-store's own word on the content's version (an S3 ETag, a GCS generation or checksum, a local file's
-modification time). Object storage is imported here, when a task runs, never when a DAG file is parsed.
+what the upload ledger keys on: the file's identity and the store's own word on the content's version
+(an S3 ETag, a GCS generation or checksum, a local file's modification time).
+
+One file has one identity however it is named. A local file is identified by its resolved real path
+(``//calls/a.mp3``, ``/calls/./a.mp3`` and a symlink to it are one file); a local file with more than
+one hard link by its device and inode instead (``file-inode://<st_dev>:<st_ino>``), since no path
+names it better than another. Device numbers are a machine's own: a hard-linked file reached from two
+machines through a network mount is two identities, so keep hard-linked sources on one machine (or link
+them symbolically). An object-storage source is identified by its URL without any connection id in it. Object storage is imported here, when a task runs, never when a DAG file is parsed.
 """
 
 from __future__ import annotations
@@ -29,10 +35,13 @@ class Source:
 
     :param given: the path or URL as the DAG gave it (the key of a bulk upload's result).
     :param label: how log lines name it: the local path, or the URL.
-    :param location: canonical: ``file:///abs/path`` or ``s3://bucket/key`` (no connection id).
+    :param location: canonical: ``file:///real/path`` or ``s3://bucket/key`` (no connection id).
     :param size: bytes, as the store reports them.
     :param version: what the store says about the content (``etag:...``, ``mtime_ns:...``).
     :param opener: opens the file from byte 0; called once per upload attempt.
+    :param identity: what the ledger files the source under: ``location``, or for a local file with
+        several hard links ``file-inode://<st_dev>:<st_ino>`` (see the module docstring). Empty means
+        ``location``.
     """
 
     given: str
@@ -41,6 +50,12 @@ class Source:
     size: int
     version: str
     opener: Callable[[], IO[bytes]]
+    identity: str = ""
+
+    @property
+    def key(self) -> str:
+        """The identity the ledger and a bulk task's de-duplication use."""
+        return self.identity or self.location
 
 
 def source_path_text(source_path: Any) -> Any:
@@ -85,10 +100,24 @@ def _object_path(source: str, conn_id: str | None, field: str) -> Any:
     return path
 
 
+def _local_identity(real: str, info: os.stat_result) -> str:
+    if info.st_nlink > 1:
+        return f"file-inode://{info.st_dev}:{info.st_ino}"
+    return "file://" + real
+
+
 def canonical_location(source: str, conn_id: str | None = None, field: str = "source_path") -> str:
-    """The location the ledger files ``source`` under, the same whichever way the path was written."""
+    """The identity the ledger files ``source`` under, the same whichever way the path was written.
+
+    A local file that no longer exists is named by its resolved path (its inode is gone with it).
+    """
     if is_local(source):
-        return "file://" + os.path.abspath(_local_path(source))
+        real = os.path.realpath(_local_path(source))
+        try:
+            info = os.stat(real)
+        except OSError:
+            return "file://" + real
+        return _local_identity(real, info)
     path = _object_path(source, conn_id, field)
     return f"{path.protocol}://{path.path}"
 
@@ -128,7 +157,8 @@ def locate_source(source: str, conn_id: str | None = None, field: str = "source_
             return open(local, "rb")  # the hook closes it after each attempt
 
         size, label, opener = info.st_size, local, open_local
-        location = "file://" + os.path.abspath(local)
+        real = os.path.realpath(local)
+        location, identity = "file://" + real, _local_identity(real, info)
         version = f"mtime_ns:{info.st_mtime_ns}"
     else:
         path = _object_path(source, conn_id, field)
@@ -145,11 +175,11 @@ def locate_source(source: str, conn_id: str | None = None, field: str = "source_
             return path.open("rb")
 
         size, label, opener = remote.st_size, source, open_remote
-        location = f"{path.protocol}://{path.path}"
+        location = identity = f"{path.protocol}://{path.path}"
         version = _remote_version(remote)
     if size == 0:
         raise SiroValidationError(field, f"{source!r} is empty (0 bytes)")
-    return Source(source, label, location, int(size), version, opener)
+    return Source(source, label, location, int(size), version, opener, identity)
 
 
 def list_sources(folder: str, pattern: str, conn_id: str | None = None) -> list[str]:
