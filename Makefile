@@ -11,7 +11,7 @@ AIRFLOW2_VERSION ?= 2.11.2
 VENV2  := .venv-airflow2
 STAMP2 := $(VENV2)/.installed-stamp
 
-.PHONY: demo test lint bench reliability siro-server clean
+.PHONY: demo test lint docs bench reliability siro-server clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -30,7 +30,7 @@ $(STAMP2): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/python dev/demo.py
 
-test: $(STAMP) $(STAMP2) lint
+test: $(STAMP) $(STAMP2) lint docs
 	@mkdir -p .build
 	@echo "== make test, leg 1 of 2: Airflow $$($(BIN)/python -c 'from importlib.metadata import version; print(version("apache-airflow"))')"
 	set -o pipefail; $(BIN)/python -m pytest 2>&1 | tee .build/test-airflow3.log
@@ -41,6 +41,12 @@ test: $(STAMP) $(STAMP2) lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+
+# The documentation site (docs/), warnings as errors; -E re-reads every page, so a warning is never hidden
+# by an earlier build's cache.
+docs: $(STAMP)
+	$(BIN)/python -m sphinx -W --keep-going -E -q -b html docs .build/docs
+	@echo "Documentation: .build/docs/index.html"
 
 bench: $(STAMP)
 	$(BIN)/python dev/bench.py
