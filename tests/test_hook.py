@@ -305,7 +305,7 @@ def test_422_lists_each_zod_issue(siro_server, monkeypatch):
     fields = validate_recording_fields("mp3", user_id="u1")
     # Bypass the provider's own validation to see how a server-side 422 is reported.
     object.__setattr__(
-        fields, "values", {**fields.values, "crmObjects": [{"objectType": "Planet", "objectId": ""}]}
+        fields, "values", {**fields.values, "crm_objects": [{"objectType": "Planet", "objectId": ""}]}
     )
     with pytest.raises(SiroRejectedError) as info:
         hook.create_recording(download_url, fields)

@@ -147,7 +147,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         :param fields: validated metadata from :func:`~airflow_provider_siro.payload.validate_recording_fields`.
         :raises SiroAmbiguousCreateError: the call failed after Siro may have acted on it; never retried.
         """
-        body = fields.to_body(download_url, newer_field_names=self.settings.newer_field_names)
+        body = fields.to_body(download_url, api="current" if self.settings.newer_field_names else "original")
         mask_url_credentials(download_url)
         endpoint = "/v1/core/recordings/upload"
         self._fresh_pool()
