@@ -184,3 +184,27 @@ class SiroBulkUploadError(AirflowException):
 class SiroBulkUploadFailedError(SiroBulkUploadError, AirflowFailException):
     """A bulk upload failed where a retry cannot help, or could upload sources a second time (no ledger,
     or only failures a retry would meet again), so the task is not retried."""
+
+
+class SiroReconcileError(AirflowException):
+    """An ambiguous create was looked up in Siro and more than one recording matches it.
+
+    Which one the create made cannot be told apart from what Siro lists, and uploading again could add
+    one more; the task fails at once (``retryable`` is False) naming the candidates, so a person can
+    keep the right one and settle the ledger entry with it.
+
+    :param candidates: the IDs of the matching recordings.
+    """
+
+    retryable = False
+
+    def __init__(self, candidates: Sequence[str]) -> None:
+        self.candidates = list(candidates)
+        super().__init__(
+            f"the ambiguous create matches {len(self.candidates)} recordings in Siro "
+            f"({', '.join(self.candidates)}); it cannot tell which one it made. Check them in Siro, delete "
+            "any duplicate, and settle the upload with the one to keep."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.candidates,))
