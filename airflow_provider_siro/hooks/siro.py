@@ -226,9 +226,9 @@ class SiroAsyncHook(AsyncTransportMixin, SiroHook):
       worker thread (both may wait on the Airflow supervisor, a secrets backend or the org API, and
       both happen rarely: once per hook, and once per 16 hours per token);
     * API calls go through an ``httpx.AsyncClient`` (httpx ships with Airflow, and is imported only
-      here, so DAG files that merely name a sensor do not pay for it), with the same backoff on 429,
-      502, 503, 504 and network errors, ``Retry-After`` honoured up to ``max_retry_wait``, and one
-      fresh token after a 401.
+      here, so DAG files that merely name a sensor do not pay for it), under the same retry policy
+      (:mod:`~airflow_provider_siro.hooks.retries`: 429, 5xx and network errors, ``Retry-After``
+      honoured up to ``max_retry_wait``), one fresh token after a 401, and no redirect followed.
 
     Call :meth:`aclose` when done (a trigger does so in ``finally``).
 
