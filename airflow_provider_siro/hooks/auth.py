@@ -70,6 +70,7 @@ class TokenMixin:
     log: logging.Logger
 
     _send: Callable[..., Any]  # TransportMixin's
+    _json: Callable[..., dict[str, Any]]  # TransportMixin's
 
     @cached_property
     def _token_key(self) -> str:
@@ -98,6 +99,13 @@ class TokenMixin:
             cached = _TOKEN_CACHE.get(key)
             if cached is not None and (token is None or cached.value == token):
                 del _TOKEN_CACHE[key]
+
+    def _known_secrets(self) -> list[str | None]:
+        """Every credential this hook could have sent: scrubbed from whatever a server echoes back."""
+        s = self.settings
+        with _TOKEN_LOCK:
+            cached = _TOKEN_CACHE.get(self._token_key)
+        return [s.access_token, s.org_token, s.client_secret, cached.value if cached else None]
 
     def get_access_token(self) -> str:
         """The user-scoped token: the pasted one, or a cached minted one, minting when needed.
@@ -137,7 +145,7 @@ class TokenMixin:
                 "scope": settings.scope,
             },
         )
-        token = response.json().get("accessToken")
+        token = self._json(response, "POST", endpoint).get("accessToken")
         if not isinstance(token, str) or not token:
             raise SiroApiError("the mint response has no accessToken", method="POST", endpoint=endpoint)
         mask_secret(token)

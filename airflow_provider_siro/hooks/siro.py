@@ -21,7 +21,7 @@ from urllib.parse import quote
 
 from airflow_provider_siro.compat import BaseHook
 from airflow_provider_siro.exceptions import SiroAmbiguousCreateError, SiroApiError, SiroValidationError
-from airflow_provider_siro.hooks.async_transport import AsyncTransportMixin
+from airflow_provider_siro.hooks.async_transport import AsyncTransportMixin, _ResponseView
 from airflow_provider_siro.hooks.auth import TOKEN_LIFETIME, TOKEN_REFRESH_MARGIN, TokenMixin
 from airflow_provider_siro.hooks.redaction import MASKED_SIGNATURES_PER_PROCESS, mask_url_credentials
 from airflow_provider_siro.hooks.settings import (
@@ -154,11 +154,8 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         response = self._send(
             "POST", self.settings.api_url + endpoint, endpoint=endpoint, auth="user", json=body, create=True
         )
-        try:
-            data = response.json().get("data") or {}
-            recording_id = data.get("id") or data.get("recordingId")
-        except (ValueError, AttributeError):
-            recording_id = None
+        data = self._json(response, "POST", endpoint, create=True).get("data")
+        recording_id = (data.get("id") or data.get("recordingId")) if isinstance(data, dict) else None
         if not isinstance(recording_id, str) or not recording_id:
             raise SiroAmbiguousCreateError(
                 f"Siro answered {response.status_code} without a recording id; the recording may exist",
@@ -182,7 +179,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         response = self._send(
             "GET", self.settings.api_url + endpoint, endpoint=endpoint, auth="user", params=params or None
         )
-        data = (response.json() or {}).get("data")
+        data = self._json(response, "GET", endpoint).get("data")
         if not isinstance(data, dict):
             raise SiroApiError("the recording response has no data object", method="GET", endpoint=endpoint)
         return data
@@ -195,7 +192,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
             )
         endpoint = "/v1/core/integrations/connections"
         response = self._send("GET", self.settings.auth_url + endpoint, endpoint=endpoint, auth="org")
-        data = (response.json() or {}).get("data")
+        data = self._json(response, "GET", endpoint).get("data")
         return list(data) if isinstance(data, list) else []
 
     def recording_url(self, recording_id: str) -> str:
@@ -267,10 +264,7 @@ class SiroAsyncHook(AsyncTransportMixin, SiroHook):
         response = await self._asend(
             "GET", settings.api_url + endpoint, endpoint=endpoint, params=params or None
         )
-        try:
-            data = (response.json() or {}).get("data")
-        except (ValueError, AttributeError):
-            data = None
+        data = self._json(_ResponseView(response), "GET", endpoint).get("data")
         if not isinstance(data, dict):
             raise SiroApiError("the recording response has no data object", method="GET", endpoint=endpoint)
         return data

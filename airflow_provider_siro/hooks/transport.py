@@ -24,6 +24,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from airflow_provider_siro import __version__
 from airflow_provider_siro.exceptions import SiroAmbiguousCreateError, SiroApiError, SiroRejectedError
+from airflow_provider_siro.hooks.redaction import scrub
 from airflow_provider_siro.hooks.retries import (
     RETRY_STATUSES,
     RetryLater,
@@ -44,6 +45,10 @@ USER_AGENT = (
     f"airflow-provider-siro/{__version__} "
     f"({platform.python_implementation()}/{platform.python_version()}; requests/{requests.__version__})"
 )
+
+
+def _content_type(response: Any) -> str:
+    return str(response.headers.get("Content-Type") or "no content type").split(";")[0].strip()
 
 
 def _request_was_not_sent(exc: requests.RequestException) -> bool:
@@ -104,7 +109,8 @@ class TransportMixin:
     _last_api_call: float
     _token_key: str  # TokenMixin's
     get_access_token: Callable[[], str]  # TokenMixin's
-    _forget_token: Callable[[], None]  # TokenMixin's
+    _forget_token: Callable[[str | None], None]  # TokenMixin's
+    _known_secrets: Callable[[], list[str | None]]  # TokenMixin's
 
     @cached_property
     def session(self) -> requests.Session:
@@ -253,8 +259,11 @@ class TransportMixin:
             endpoint=endpoint,
         )
 
-    def _error(self, response: requests.Response, method: str, endpoint: str, create: bool) -> SiroApiError:
+    def _error(self, response: Any, method: str, endpoint: str, create: bool) -> SiroApiError:
+        """The exception for an error answer (>= 400): Siro's own message where it gave one, else the
+        status, content type and an excerpt of the body; every text scrubbed (:func:`scrub`)."""
         status = response.status_code
+        secrets = self._known_secrets()
         message = response.reason or "error"
         issues: list[tuple[str, str]] = []
         try:
@@ -269,11 +278,12 @@ class TransportMixin:
             for issue in body.get("issues") or []:
                 if isinstance(issue, dict):
                     path = ".".join(str(part) for part in issue.get("path") or [])
-                    issues.append((path, str(issue.get("message", ""))))
+                    issues.append((scrub(path, secrets), scrub(str(issue.get("message", "")), secrets)))
             if issues:
                 message = f"{body.get('name', 'validation error')} ({len(issues)} issue(s))"
-        elif response.text and len(response.text) < 500 and "<" not in response.text:
-            message = response.text.strip()
+        elif response.text.strip():
+            message = f"{message} ({_content_type(response)}): {response.text}"
+        message = scrub(message, secrets)
         if status == 401 and not self.settings.uses_oauth:
             message += (
                 f" - the access token in connection {self.siro_conn_id!r} (password) was refused; tokens expire "
@@ -289,6 +299,39 @@ class TransportMixin:
             )
         kind = SiroRejectedError if 400 <= status < 500 and status not in (408, 429) else SiroApiError
         return kind(message, status_code=status, method=method, endpoint=endpoint, issues=issues)
+
+    def _json(self, response: Any, method: str, endpoint: str, *, create: bool = False) -> dict[str, Any]:
+        """The JSON object of a successful answer, or an error naming what came instead.
+
+        A proxy's HTML page or an empty body under a 2xx is not Siro's answer: the error names the
+        endpoint, status, content type and a scrubbed excerpt. It is retryable only if the status is
+        (a 2xx is not); after a create it is ambiguous, since Siro may have created the recording.
+        """
+        try:
+            body = response.json()
+        except ValueError:
+            body = None
+        if isinstance(body, dict):
+            return body
+        status = response.status_code
+        excerpt = scrub(response.text, self._known_secrets()) or "an empty body"
+        message = f"the answer is not the JSON object expected ({_content_type(response)}): {excerpt}"
+        if create:
+            return_error: SiroApiError = SiroAmbiguousCreateError(
+                f"{message}; the recording may or may not exist",
+                status_code=status,
+                method=method,
+                endpoint=endpoint,
+            )
+        else:
+            return_error = SiroApiError(
+                message,
+                status_code=status,
+                method=method,
+                endpoint=endpoint,
+                retryable=retryable_status(status, create=False, retry_after=False),
+            )
+        raise return_error
 
     def _fresh_pool(self) -> None:
         """Drop pooled connections that sat idle while a long upload ran.

@@ -14,7 +14,7 @@ import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import IO
+from typing import IO, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -133,6 +133,7 @@ class UploadMixin:
     session: requests.Session  # TransportMixin's
     _send: Callable[..., requests.Response]  # TransportMixin's
     _error: Callable[..., SiroApiError]  # TransportMixin's
+    _json: Callable[..., dict[str, Any]]  # TransportMixin's
     _redirect_error: Callable[..., SiroApiError]  # TransportMixin's
 
     def get_signed_urls(self, file_type: str, file_size: int) -> SignedUpload:
@@ -146,7 +147,7 @@ class UploadMixin:
             auth="user",
             json={"fileType": file_type, "fileSize": file_size},
         )
-        data = (response.json() or {}).get("data") or {}
+        data = self._json(response, "POST", endpoint).get("data") or {}
         try:
             upload_url, download_url = data["uploadUrl"], data["downloadUrl"]
             headers = {str(k): str(v) for k, v in (data.get("uploadHeaders") or {}).items()}

@@ -54,10 +54,8 @@ class Fault:
             return b"", "text/plain", {"Location": self.redirect}
         if self.echo:
             # Like a debugging proxy or a verbose framework error page: the request, headers and all.
-            echoed = {
-                "error": f"Injected {self.status}",
-                "request": {"headers": dict(headers.items()), "body": raw.decode("utf-8", "replace")},
-            }
+            request = {"headers": dict(headers.items()), "body": raw.decode("utf-8", "replace")}
+            echoed = {"error": f"Injected {self.status} for this request: {json.dumps(request)}"}
             return json.dumps(echoed).encode(), "application/json", {}
         if self.content_type is not None:
             text = self.body if isinstance(self.body, str) else ""
