@@ -18,6 +18,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "client_secret": "OAuth app client secret",
         "user_id": "Siro user id the minted token acts for",
         "scope": "write",
+        "api_fields": "auto",
         "auth_host": "https://functions.siro.ai/api-externalApi",
         "app_url": "https://app.siro.ai",
         "max_requests_per_minute": "900",
@@ -52,9 +53,17 @@ CONN_FIELDS: dict[str, Any] = {
         "Retry backoff (seconds)", "First wait; doubles per retry, with jitter.", "number"
     ),
     "max_retry_wait": _field("Max wait per retry (seconds)", "Caps backoff and Retry-After.", "number"),
+    "api_fields": _field(
+        "API field names",
+        "auto (default): Siro's current names (fileUrl, contactPhone, contactName), falling back to the "
+        "original ones (downloadUrl, customerPhone, customerName) once if Siro refuses them; current or "
+        "original pins one.",
+        "string",
+        enum=["auto", "current", "original"],
+    ),
     "newer_field_names": _field(
-        "Newer field names",
-        "Send fileUrl/contactPhone/contactName (Siro's newer docs) instead of the original names.",
+        "Newer field names (deprecated)",
+        "Deprecated: use api_fields. true means api_fields=current, false api_fields=original.",
         "boolean",
     ),
     "allow_insecure_http": _field(

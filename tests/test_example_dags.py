@@ -73,7 +73,7 @@ def test_upload_from_download_url(siro_server, siro_connection, run_dag):
     recording = siro_server.recordings[recording_id]
     assert recording.sha256 == hashlib.sha256(audio).hexdigest()
     assert recording.body == {
-        "downloadUrl": download_url,
+        "fileUrl": download_url,
         "fileType": "wav",
         "title": f"Discovery call 2026-03-02 ({dag_run.run_id})",
         "userEmail": "ae@acme.io",
@@ -109,7 +109,7 @@ def test_storage_sync_uploads_every_file_in_parallel_and_collects_the_ids(
         assert recording.sha256 == digests[name], name
         assert recording.file_type == name.rsplit(".", 1)[1]
         assert recording.body == {
-            "downloadUrl": recording.body["downloadUrl"],
+            "fileUrl": recording.body["fileUrl"],
             "fileType": name.rsplit(".", 1)[1],
             "title": f"{name} (synced 2026-03-02)",
             "userEmail": "rep@example.com",
@@ -276,7 +276,7 @@ def test_asset_producer_announces_files_and_the_scheduled_upload_dag_uploads_the
         recording = siro_server.recordings[recording_id]
         assert recording.sha256 == digest, path.name
         assert recording.body == {
-            "downloadUrl": recording.body["downloadUrl"],
+            "fileUrl": recording.body["fileUrl"],
             "fileType": path.suffix[1:],
             "title": f"{path.name} (synced {consumer.run_after:%Y-%m-%d})",
             "userEmail": "rep@example.com",

@@ -255,9 +255,7 @@ def test_no_secret_leaked_anywhere_in_the_suite(
     issued = OfflineSiro.all_issued_secrets()
     used = {r.headers["x-siro-auth-token"] for r in siro_server.requests if "x-siro-auth-token" in r.headers}
     used |= {siro_server.org_token, siro_server.client_secret}
-    used |= {
-        _signature(r.json["downloadUrl"]) for r in siro_server.requests if r.endpoint == "create_recording"
-    }
+    used |= {_signature(r.json["fileUrl"]) for r in siro_server.requests if r.endpoint == "create_recording"}
     assert len(used) >= 4 and used <= issued.keys()
 
     scanner = SecretScanner(issued)

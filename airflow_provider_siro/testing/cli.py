@@ -23,6 +23,8 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
+from airflow_provider_siro.testing.rules import APIS
+
 DEFAULT_PORT = 8765
 UPLOAD_DAG_ID = "siro_upload_from_download_url"
 UPLOAD_CONN_ID = "siro_offline_upload"
@@ -60,7 +62,7 @@ def serve(args: argparse.Namespace) -> int:
     from airflow_provider_siro.testing.server import OfflineSiro
     from airflow_provider_siro.testing.state import _Token
 
-    server = OfflineSiro(port=args.port, rate_limit=args.rate_limit or None).start()
+    server = OfflineSiro(port=args.port, api=args.api, rate_limit=args.rate_limit or None).start()
     if args.token:
         # A token the user chose is accepted as if Siro had issued it; the user knows it already.
         server._remember(args.token, "access_token")
@@ -74,7 +76,7 @@ def serve(args: argparse.Namespace) -> int:
     try:
         write_private(path, json.dumps(connection))
         kind = "the OAuth app it knows" if args.oauth else "an access token"
-        print(f"Offline Siro listening on {server.url} (Ctrl-C stops it)")
+        print(f"Offline Siro listening on {server.url} (the {server.api} API; Ctrl-C stops it)")
         print(f"Its Airflow connection, with {kind}, is in {path} (readable by you only).")
         print("Point Airflow at it:")
         print(f'  export AIRFLOW_CONN_SIRO_DEFAULT="$(cat {path})"')
@@ -161,6 +163,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--port", type=int, default=DEFAULT_PORT, help=f"TCP port (default {DEFAULT_PORT}; 0 for any)"
     )
     run.add_argument("--token", help="an access token to accept (default: a new random one)")
+    run.add_argument(
+        "--api",
+        choices=APIS,
+        default="current",
+        help="the create call's wire format: current (fileUrl, contactPhone, contactName, discoverable, "
+        "result; the default) or original (downloadUrl, customerPhone, customerName)",
+    )
     run.add_argument(
         "--oauth",
         action="store_true",
