@@ -22,6 +22,7 @@ from airflow_provider_siro.exceptions import (
 )
 from airflow_provider_siro.links.siro import SiroRecordingLink
 from airflow_provider_siro.payload import (
+    RECORDING_FIELD_ARGS,
     RecordingFields,
     check_text,
     check_url,
@@ -37,19 +38,7 @@ if TYPE_CHECKING:
     from airflow_provider_siro.hooks.siro import SiroConnectionSettings, SiroHook
     from airflow_provider_siro.utils.ledger import UploadLedger
 
-_FIELD_ARGS = (
-    "title",
-    "user_id",
-    "user_email",
-    "user_phone",
-    "organization_id",
-    "conversation_type",
-    "integration_connection_id",
-    "crm_objects",
-    "customer_phone",
-    "customer_name",
-    "date_created",
-)
+_FIELD_ARGS = RECORDING_FIELD_ARGS
 
 
 class SiroUploadRecordingOperator(BaseOperator):
@@ -88,6 +77,9 @@ class SiroUploadRecordingOperator(BaseOperator):
     :param customer_name: the customer's name, likewise. (templated)
     :param date_created: when the call happened: a timezone-aware datetime or an RFC 3339 string, sent
         in UTC. ``"{{ data_interval_end }}"`` works. (templated)
+    :param discoverable: share the recording with the team (Siro's current API only). (templated)
+    :param result: how the call ended: ``"closed"``, ``"not closed"`` or ``"in progress"`` (Siro's
+        current API only). (templated)
     :param wait_for_completion: after creating the recording, wait until Siro has processed it
         (``processingStatus`` ``complete``), so one task uploads and waits. The recording's details
         then go to XCom under the key ``recording`` (the return value stays the recording ID). A
@@ -134,6 +126,8 @@ class SiroUploadRecordingOperator(BaseOperator):
         customer_phone: str | None = None,
         customer_name: str | None = None,
         date_created: Any = None,
+        discoverable: bool | None = None,
+        result: str | None = None,
         wait_for_completion: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 60.0,
@@ -170,6 +164,8 @@ class SiroUploadRecordingOperator(BaseOperator):
         self.customer_phone = customer_phone
         self.customer_name = customer_name
         self.date_created = date_created
+        self.discoverable = discoverable
+        self.result = result
         if poll_interval <= 0 or timeout < 0:
             raise ValueError(
                 f"{type(self).__name__} {kwargs.get('task_id')!r}: poll_interval must be > 0 and timeout >= 0"
