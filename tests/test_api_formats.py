@@ -146,3 +146,38 @@ def test_the_original_siro_cannot_take_result_and_says_so(run_dag, tmp_path, mon
         assert create_statuses(server) == [422]  # the current body, refused by name; nothing sent after
         log = capfd.readouterr()
         assert "SiroValidationError: result: is a field of Siro's current API only" in log.out + log.err
+
+
+def test_a_connection_pinned_to_original_refuses_result_before_any_request(
+    siro_server, run_dag, tmp_path, monkeypatch, capfd
+):
+    connect(monkeypatch, siro_server, api_fields="original")
+
+    dag_run = run_dag(DAG_ID, {"source_path": audio(tmp_path), "discoverable": True})
+
+    assert dag_run.state == "failed"
+    ti = task_instances(dag_run)[("upload", -1)]
+    assert (ti.state, ti.try_number) == ("failed", 1)
+    assert endpoints(siro_server) == []
+    log = capfd.readouterr()
+    assert (
+        "SiroValidationError: discoverable: is a field of Siro's current API only, and the connection is "
+        "pinned to its original field names (extra api_fields=original)"
+    ) in log.out + log.err
+
+
+def test_once_siro_is_known_to_speak_the_original_api_result_is_refused_before_any_request(
+    run_dag, tmp_path, monkeypatch, capfd
+):
+    with OfflineSiro(api="original") as server:
+        connect(monkeypatch, server)
+        assert run_dag(DAG_ID, {"source_path": audio(tmp_path)}).state == "success"
+        server.clear_requests()
+
+        dag_run = run_dag(DAG_ID, {"source_path": audio(tmp_path), "result": "closed"})
+
+        assert dag_run.state == "failed"
+        assert endpoints(server) == []  # learnt in this process: nothing uploaded, nothing sent
+        assert len(server.recordings) == 1
+        log = capfd.readouterr()
+        assert "SiroValidationError: result: is a field of Siro's current API only" in log.out + log.err

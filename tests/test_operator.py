@@ -34,6 +34,8 @@ SEED_ARGUMENTS = (
     "customer_phone",
     "customer_name",
     "date_created",
+    "discoverable",
+    "result",
 )
 
 

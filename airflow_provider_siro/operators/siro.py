@@ -251,6 +251,7 @@ class SiroUploadRecordingOperator(BaseOperator):
         fields, _file_type = self.validate_inputs()
         hook = self.hook
         self._upload_settings()
+        hook.check_create_fields(fields)  # a field the connection's wire format lacks: before any upload
         if self.source_path is not None:
             from airflow_provider_siro.utils.sources import locate_source
             from airflow_provider_siro.utils.uploads import upload_source
