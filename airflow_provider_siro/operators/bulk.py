@@ -11,6 +11,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_siro.compat import BaseOperator
+from airflow_provider_siro.exceptions import fail_now_unless_retryable
 from airflow_provider_siro.utils.sources import source_path_text
 
 if TYPE_CHECKING:
@@ -101,6 +102,7 @@ class SiroUploadRecordingsOperator(BaseOperator):
     _ledger = SiroUploadRecordingOperator._ledger
     _upload_settings = SiroUploadRecordingOperator._upload_settings
 
+    @fail_now_unless_retryable
     def execute(self, context: Context) -> dict[str, str]:
         from airflow_provider_siro.utils.bulk import plan_uploads, raise_for_failures, resolve_sources
         from airflow_provider_siro.utils.uploads import upload_many

@@ -19,6 +19,7 @@ from airflow_provider_siro.exceptions import (
     SiroRecordingFailedError,
     SiroRecordingWaitError,
     SiroValidationError,
+    fail_now_unless_retryable,
 )
 from airflow_provider_siro.links.siro import SiroRecordingLink
 from airflow_provider_siro.payload import (
@@ -247,6 +248,7 @@ class SiroUploadRecordingOperator(BaseOperator):
         return settings
 
     # ------------------------------------------------------------------ execution
+    @fail_now_unless_retryable
     def execute(self, context: Context) -> str:
         fields, _file_type = self.validate_inputs()
         hook = self.hook
@@ -342,6 +344,7 @@ class SiroUploadRecordingOperator(BaseOperator):
         self.log.info("Siro has processed recording %s", recording_id)
         context["ti"].xcom_push(key="recording", value=recording)
 
+    @fail_now_unless_retryable
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
         """Resume after the trigger fired: store the processed recording, or fail without a retry.
 
