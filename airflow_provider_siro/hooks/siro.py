@@ -29,7 +29,7 @@ from airflow_provider_siro.exceptions import (
     SiroRejectedError,
     SiroValidationError,
 )
-from airflow_provider_siro.hooks.async_transport import AsyncTransportMixin
+from airflow_provider_siro.hooks.async_transport import AsyncTransportMixin, _ResponseView
 from airflow_provider_siro.hooks.auth import TOKEN_LIFETIME, TOKEN_REFRESH_MARGIN, TokenMixin
 from airflow_provider_siro.hooks.redaction import MASKED_SIGNATURES_PER_PROCESS, mask_url_credentials
 from airflow_provider_siro.hooks.settings import (
@@ -273,10 +273,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         response = self._send(
             "POST", self.settings.api_url + endpoint, endpoint=endpoint, auth="user", json=body, create=True
         )
-        try:
-            recording_id = recording_id_from(response.json())
-        except ValueError:
-            recording_id = None
+        recording_id = recording_id_from(self._json(response, "POST", endpoint, create=True))
         if recording_id is None:
             raise SiroAmbiguousCreateError(
                 f"Siro answered {response.status_code} without a recording id; the recording may exist",
@@ -352,7 +349,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         response = self._send(
             "GET", self.settings.api_url + endpoint, endpoint=endpoint, auth="user", params=params or None
         )
-        data = (response.json() or {}).get("data")
+        data = self._json(response, "GET", endpoint).get("data")
         if not isinstance(data, dict):
             raise SiroApiError("the recording response has no data object", method="GET", endpoint=endpoint)
         return data
@@ -365,7 +362,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
             )
         endpoint = "/v1/core/integrations/connections"
         response = self._send("GET", self.settings.auth_url + endpoint, endpoint=endpoint, auth="org")
-        data = (response.json() or {}).get("data")
+        data = self._json(response, "GET", endpoint).get("data")
         return list(data) if isinstance(data, list) else []
 
     def recording_url(self, recording_id: str) -> str:
@@ -411,9 +408,9 @@ class SiroAsyncHook(AsyncTransportMixin, SiroHook):
       worker thread (both may wait on the Airflow supervisor, a secrets backend or the org API, and
       both happen rarely: once per hook, and once per 16 hours per token);
     * API calls go through an ``httpx.AsyncClient`` (httpx ships with Airflow, and is imported only
-      here, so DAG files that merely name a sensor do not pay for it), with the same backoff on 429,
-      502, 503, 504 and network errors, ``Retry-After`` honoured up to ``max_retry_wait``, and one
-      fresh token after a 401.
+      here, so DAG files that merely name a sensor do not pay for it), under the same retry policy
+      (:mod:`~airflow_provider_siro.hooks.retries`: 429, 5xx and network errors, ``Retry-After``
+      honoured up to ``max_retry_wait``), one fresh token after a 401, and no redirect followed.
 
     Call :meth:`aclose` when done (a trigger does so in ``finally``).
 
@@ -452,10 +449,7 @@ class SiroAsyncHook(AsyncTransportMixin, SiroHook):
         response = await self._asend(
             "GET", settings.api_url + endpoint, endpoint=endpoint, params=params or None
         )
-        try:
-            data = (response.json() or {}).get("data")
-        except (ValueError, AttributeError):
-            data = None
+        data = self._json(_ResponseView(response), "GET", endpoint).get("data")
         if not isinstance(data, dict):
             raise SiroApiError("the recording response has no data object", method="GET", endpoint=endpoint)
         return data
