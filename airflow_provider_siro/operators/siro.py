@@ -22,6 +22,7 @@ from airflow_provider_siro.exceptions import (
     fail_now_unless_retryable,
 )
 from airflow_provider_siro.links.siro import SiroRecordingLink
+from airflow_provider_siro.operators.lineage import SiroLineageMixin
 from airflow_provider_siro.payload import (
     RECORDING_FIELD_ARGS,
     RecordingFields,
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 _FIELD_ARGS = RECORDING_FIELD_ARGS
 
 
-class SiroUploadRecordingOperator(BaseOperator):
+class SiroUploadRecordingOperator(SiroLineageMixin, BaseOperator):
     """
     Create a Siro recording from audio, uploading it first when it is not in Siro yet.
 
@@ -261,11 +262,13 @@ class SiroUploadRecordingOperator(BaseOperator):
             source = locate_source(str(self.source_path), self.source_conn_id)
             ledger = self._ledger(context, self.source_conn_id)
             recording_id = upload_source(hook, source, fields, ledger, self.log).recording_id
+            origin, size = source.location, source.size
         else:
             started = time.monotonic()
             download_url = str(self.download_url)
             parts = urlsplit(download_url)
             recording_id = hook.create_recording(download_url, fields)
+            origin, size = f"{parts.scheme}://{parts.netloc}{parts.path}", None
             self.log.info(
                 "Created Siro recording %s for %s from %s://%s%s in %.1f s",
                 recording_id,
@@ -276,6 +279,9 @@ class SiroUploadRecordingOperator(BaseOperator):
                 time.monotonic() - started,
             )
         SiroRecordingLink.persist(context=context, operator=self, recording_id=recording_id)
+        self._report_uploads(
+            context, [self._uploaded(recording_id, origin, fields, size)], hook.settings.api_url
+        )
         if self.wait_for_completion:
             self._wait(context, recording_id)
         return recording_id
@@ -356,6 +362,7 @@ class SiroUploadRecordingOperator(BaseOperator):
         message = str(event.get("message", ""))
         if status == "success":
             self._processed(context, recording_id, event["recording"])
+            self._report_resumed(context, recording_id)
             return recording_id
         if status == "failed":
             raise SiroRecordingFailedError(recording_id, message)
