@@ -95,6 +95,14 @@ CONN_FIELDS: dict[str, Any] = {
 }
 
 
+SIRO_ASSET_URIS: dict[str, Any] = {
+    "schemes": ["siro"],
+    "handler": "airflow_provider_siro.utils.assets.sanitize_uri",
+    "factory": "airflow_provider_siro.utils.assets.create_asset",
+    "to_openlineage_converter": "airflow_provider_siro.utils.assets.convert_asset_to_openlineage",
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider's hooks, operators, sensors, triggers, links and connection form."""
     return {
@@ -125,6 +133,10 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": "Siro", "python-modules": ["airflow_provider_siro.sensors.siro"]}],
         "triggers": [{"integration-name": "Siro", "python-modules": ["airflow_provider_siro.triggers.siro"]}],
         "extra-links": ["airflow_provider_siro.links.siro.SiroRecordingLink"],
+        # siro://<API host>/<name>: the asset an upload's event names (docs/lineage.rst). Airflow 3
+        # reads asset-uris, Airflow 2.11 dataset-uris.
+        "asset-uris": [SIRO_ASSET_URIS],
+        "dataset-uris": [SIRO_ASSET_URIS],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_siro.hooks.siro.SiroHook",

@@ -227,6 +227,34 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
                 _NEGOTIATED.setdefault(key, api)
         return recording_id
 
+    def check_create_fields(self, fields: RecordingFields) -> None:
+        """Refuse, before any audio moves, a field the create's wire format cannot carry.
+
+        The format is the pinned one (``api_fields`` ``current`` or ``original``), or the one this
+        process learnt for the connection; with ``auto`` and nothing learnt yet, every field may still go
+        out in the current format, so nothing is refused here.
+
+        :raises SiroValidationError: naming the field (``discoverable`` or ``result``).
+        """
+        settings = self.settings
+        if settings.api_fields != "auto":
+            fields.check_format(settings.api_fields)
+            return
+        with _NEGOTIATED_LOCK:
+            known = _NEGOTIATED.get((self.siro_conn_id, settings.api_url))
+        if known is not None:
+            try:
+                fields.check_format(known)
+            except SiroValidationError as exc:
+                raise self._learnt_format_error(exc.field) from None
+
+    def _learnt_format_error(self, field: str) -> SiroValidationError:
+        return SiroValidationError(
+            field,
+            f"is a field of Siro's current API only, and Siro at {self.settings.api_url} refused the current "
+            "field names: it speaks the original ones, which cannot carry it. Unset it for this Siro.",
+        )
+
     def _create_body(
         self, download_url: str, fields: RecordingFields, api: str, *, learnt: bool
     ) -> dict[str, Any]:
@@ -236,12 +264,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         except SiroValidationError as exc:
             if not learnt or exc.field == "download_url":
                 raise
-            raise SiroValidationError(
-                exc.field,
-                f"is a field of Siro's current API only, and Siro at {self.settings.api_url} refused the "
-                "current field names: it speaks the original ones, which cannot carry it. Unset it for this "
-                "Siro.",
-            ) from None
+            raise self._learnt_format_error(exc.field) from None
 
     def _post_create(self, body: dict[str, Any]) -> str:
         """Send one create call and read the recording ID from ``data.recordingId`` or ``data.id``."""
