@@ -103,7 +103,7 @@ reliability: $(STAMP)
 	$(BIN)/python dev/reliability.py
 
 siro-server: $(STAMP)
-	$(BIN)/python -m airflow_provider_siro.testing.server
+	$(BIN)/python -m airflow_provider_siro.testing serve
 
 clean:
 	rm -rf $(VENV) $(VENV2) $(foreach line,$(SMOKE_LINES),.venv-airflow$(line)) .build build dist
