@@ -79,6 +79,7 @@ test: $(STAMP) $(STAMP2) $(SMOKE_STAMPS) lint
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 bench: $(STAMP)
 	$(BIN)/python dev/bench.py

@@ -64,6 +64,7 @@ if TYPE_CHECKING:
     from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
     from airflow.sdk.execution_time.xcom import XCom
     from airflow.sdk.log import mask_secret
+    from airflow.sdk.types import Logger as Logger  # for annotations only: a hook's or task's self.log
 
 
 def __getattr__(name: str) -> Any:

@@ -52,7 +52,7 @@ class SiroApiError(AirflowException):
         issues: Sequence[tuple[str, str]] = (),
     ) -> None:
         self.message = message
-        self.status_code = status_code
+        self.status_code: int | None = status_code  # type: ignore[assignment]  # Airflow's is an HTTPStatus
         self.method = method
         self.endpoint = endpoint
         self.issues = list(issues)

@@ -10,17 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import platform
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_siro import __version__
 from airflow_provider_siro.exceptions import SiroApiError
 from airflow_provider_siro.hooks.settings import SiroConnectionSettings
 from airflow_provider_siro.hooks.transport import RETRY_STATUSES, _parse_retry_after
+
+if TYPE_CHECKING:
+    from airflow_provider_siro.compat import Logger
 
 
 @functools.cache
@@ -34,7 +36,7 @@ def _tls_context() -> ssl.SSLContext:
 class AsyncTransportMixin:
     """The async HTTP half of :class:`~airflow_provider_siro.hooks.siro.SiroAsyncHook` (a mixin)."""
 
-    log: logging.Logger
+    log: Logger
     _client: Any
     aget_settings: Callable[[], Awaitable[SiroConnectionSettings]]  # SiroAsyncHook's
     aget_access_token: Callable[[], Awaitable[str]]  # SiroAsyncHook's

@@ -9,7 +9,6 @@ a minted token mints a new one once; every other answer becomes one of the excep
 
 from __future__ import annotations
 
-import logging
 import platform
 import random
 import threading
@@ -18,7 +17,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -29,6 +28,11 @@ from airflow_provider_siro import __version__
 from airflow_provider_siro.exceptions import SiroAmbiguousCreateError, SiroApiError, SiroRejectedError
 from airflow_provider_siro.hooks.settings import SiroConnectionSettings
 from airflow_provider_siro.utils.rate_limit import RateLimiter, limiter_for
+
+if TYPE_CHECKING:
+    from requests.sessions import _Settings
+
+    from airflow_provider_siro.compat import Logger
 
 RETRY_STATUSES = frozenset({429, 502, 503, 504})
 """Statuses after which the same request may succeed: rate limiting and gateway failures."""
@@ -81,12 +85,12 @@ class _Session(requests.Session):
 
     def __init__(self) -> None:
         super().__init__()
-        self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._environment: dict[tuple[Any, ...], _Settings] = {}
         self._environment_lock = threading.Lock()
 
     def merge_environment_settings(
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
+    ) -> _Settings:
         parts = urlsplit(str(url))
         given = tuple(sorted(proxies.items())) if proxies else ()
         key = (parts.scheme, parts.netloc, given, stream, verify, repr(cert))
@@ -110,10 +114,18 @@ class TransportMixin:
     """The HTTP half of :class:`~airflow_provider_siro.hooks.siro.SiroHook` (a mixin; not used alone)."""
 
     siro_conn_id: str
-    settings: SiroConnectionSettings
-    log: logging.Logger
+    if TYPE_CHECKING:  # the hook's cached_property
+
+        @property
+        def settings(self) -> SiroConnectionSettings: ...
+
+    log: Logger
     _last_api_call: float
-    _token_key: str  # TokenMixin's
+    if TYPE_CHECKING:  # TokenMixin's
+
+        @property
+        def _token_key(self) -> str: ...
+
     get_access_token: Callable[[], str]  # TokenMixin's
     _forget_token: Callable[[], None]  # TokenMixin's
 

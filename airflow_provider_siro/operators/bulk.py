@@ -111,9 +111,10 @@ class SiroUploadRecordingsOperator(BaseOperator):
         work = plan_uploads(
             sources, shared, self.file_type, self.fields_per_source, self.source_conn_id, width
         )
-        ledger = self._ledger(context, self.source_conn_id)
-        hook = self.hook
-        settings = self._upload_settings()
+        # Borrowed from the single-file operator; they read only the attributes both operators set.
+        ledger = self._ledger(context, self.source_conn_id)  # type: ignore[misc]
+        hook = self.hook  # type: ignore[misc]
+        settings = self._upload_settings()  # type: ignore[misc]
         hook.size_pool(2 * width)  # each thread may hold an API and a storage connection
         self.log.info("Uploading %d files to Siro, %d at a time", len(work), width)
         ids, failures = upload_many(hook, work, ledger, width, self.log, settings.progress_interval)

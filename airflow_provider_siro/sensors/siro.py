@@ -155,7 +155,8 @@ class SiroRecordingSensor(BaseSensorOperator):
         message = str(event.get("message", ""))
         if status == "success":
             self.log.info(message)
-            return event["recording"]
+            recording: dict[str, Any] = event["recording"]
+            return recording
         if status == "failed":
             raise SiroRecordingFailedError(recording_id, message)
         if status == "timeout":

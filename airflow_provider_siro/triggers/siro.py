@@ -100,7 +100,7 @@ class SiroRecordingTrigger(BaseTrigger):
         show_entity_extractions: bool = False,
         show_crm_opportunities: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ has no annotations
         self.recording_id = recording_id
         self.siro_conn_id = siro_conn_id
         self.end_time = float(end_time)
