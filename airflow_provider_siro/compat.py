@@ -33,6 +33,8 @@ __all__ = [
     "AirflowException",
     "AirflowFailException",
     "AirflowSensorTimeout",
+    # Airflow 3's Asset; on 2.11 its Dataset.
+    "Asset",
     "BaseHook",
     "BaseOperator",
     "BaseOperatorLink",
@@ -51,6 +53,7 @@ _FROM_COMMON_COMPAT = frozenset(__all__[3:])
 
 if TYPE_CHECKING:
     from airflow.sdk import (
+        Asset,
         BaseHook,
         BaseOperator,
         BaseOperatorLink,

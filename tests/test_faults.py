@@ -98,9 +98,9 @@ def run_task(source: Source) -> Outcome:
 
 
 def _fails_without_retry(exc: BaseException) -> bool:
-    from airflow_provider_siro.compat import AirflowFailException
+    from airflow_provider_siro.exceptions import is_final
 
-    return isinstance(exc, AirflowFailException)
+    return is_final(exc)
 
 
 class Chaos(threading.Thread):

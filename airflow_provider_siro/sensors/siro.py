@@ -19,7 +19,12 @@ from airflow_provider_siro.compat import (
     PokeReturnValue,
     conf,
 )
-from airflow_provider_siro.exceptions import SiroApiError, SiroRecordingFailedError, SiroValidationError
+from airflow_provider_siro.exceptions import (
+    SiroApiError,
+    SiroRecordingFailedError,
+    SiroValidationError,
+    fail_now_unless_retryable,
+)
 from airflow_provider_siro.links.siro import SiroRecordingLink
 from airflow_provider_siro.triggers.siro import SiroRecordingTrigger, describe, gone_error, is_processed
 
@@ -100,6 +105,7 @@ class SiroRecordingSensor(BaseSensorOperator):
             )
         return self.recording_id.strip()
 
+    @fail_now_unless_retryable
     def execute(self, context: Context) -> Any:
         recording_id = self._checked_recording_id()
         SiroRecordingLink.persist(context=context, operator=self, recording_id=recording_id)
@@ -145,6 +151,7 @@ class SiroRecordingSensor(BaseSensorOperator):
         self.log.info("Siro recording %s is %s", recording_id, describe(recording))
         return PokeReturnValue(is_done=False)
 
+    @fail_now_unless_retryable
     def execute_complete(self, context: Context, event: dict[str, Any]) -> dict[str, Any]:
         """Resume after the trigger fired: return the recording, or fail as the event says.
 

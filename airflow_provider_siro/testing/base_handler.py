@@ -14,12 +14,10 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_siro.testing.faults import Fault
+from airflow_provider_siro.testing.protocol import ServerState
 
 if TYPE_CHECKING:
     from typing_extensions import TypeIs
-
-    from airflow_provider_siro.testing.server import OfflineSiro
-
 
 KEEP_BYTES_UP_TO = 1024 * 1024
 READ_CHUNK = 1024 * 1024
@@ -36,7 +34,7 @@ class BaseHandler(BaseHTTPRequestHandler):
     # client's delayed ACK add ~40 ms to every small answer.
     disable_nagle_algorithm = True
     timeout = 120
-    server_state: OfflineSiro
+    server_state: ServerState
     _status: int | None
     """The answer's status, for the request log (None: the connection was dropped)."""
 
