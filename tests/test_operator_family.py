@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 from pathlib import Path
 
+import pytest
 from upload_support import return_value, task_instances, write_audio
 
 from airflow_provider_siro.operators.base import SiroUploadBaseOperator
@@ -151,3 +152,20 @@ def test_the_mapping_example_uploads_each_folder_then_finds_every_batch_in_the_l
     assert by_batch == by_folder and set(by_folder.values()) == set(siro_server.recordings)
     for recording in siro_server.recordings.values():
         assert recording.body["conversationType"] == "discovery"  # from the example's default_args
+
+
+def test_claim_timeout_reaches_the_ledger_of_both_operators(siro_connection, tmp_path):
+    single = SiroUploadRecordingOperator(
+        task_id="one", source_path="/a.mp3", user_id="u", ledger_path=str(tmp_path), claim_timeout=90
+    )
+    bulk = SiroUploadRecordingsOperator(
+        task_id="many", source_paths=["/a.mp3"], user_id="u", ledger_path=str(tmp_path), claim_timeout=120.5
+    )
+    assert single._ledger({}, None).claim_timeout == 90.0
+    assert bulk._ledger({}, None).claim_timeout == 120.5
+
+
+@pytest.mark.parametrize("value", [0, -5, "ten", True])
+def test_a_bad_claim_timeout_is_refused_when_the_dag_is_parsed(value):
+    with pytest.raises(ValueError, match=r"'many': claim_timeout must be a number of seconds > 0, got "):
+        SiroUploadRecordingsOperator(task_id="many", source_paths=["/a.mp3"], claim_timeout=value)

@@ -41,7 +41,7 @@ from airflow_provider_siro.hooks.settings import (
     SiroConnectionSettings,
     read_settings,
 )
-from airflow_provider_siro.hooks.transport import RETRY_STATUSES, USER_AGENT, TransportMixin
+from airflow_provider_siro.hooks.transport import RETRY_STATUSES, USER_AGENT, TransportMixin, _Pools
 from airflow_provider_siro.hooks.upload import SIGNED_URL_MARGIN, SignedUpload, UploadMixin
 from airflow_provider_siro.payload import RecordingFields, recording_id_from, rejects_field_name
 
@@ -128,6 +128,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         super().__init__(**kwargs)
         self.siro_conn_id = siro_conn_id
         self._last_api_call = 0.0
+        self._pools = _Pools()
 
     # ------------------------------------------------------------------ connection form
     @classmethod
@@ -166,7 +167,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
     @cached_property
     def settings(self) -> SiroConnectionSettings:
         """The connection, read once and validated. Secrets are masked here, before anything logs."""
-        return read_settings(self.siro_conn_id, self.get_connection(self.siro_conn_id))
+        return read_settings(self.siro_conn_id, self.get_connection(self.siro_conn_id), warn=self.log.warning)
 
     # ------------------------------------------------------------------ API calls
     def create_recording(self, download_url: str, fields: RecordingFields) -> str:

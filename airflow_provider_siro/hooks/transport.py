@@ -9,10 +9,11 @@ connection's hosts only); every other answer becomes one of the exceptions in
 
 from __future__ import annotations
 
+import contextlib
 import platform
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from functools import cached_property
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
@@ -23,6 +24,7 @@ from urllib3.exceptions import ConnectTimeoutError, NewConnectionError
 
 from airflow_provider_siro import __version__
 from airflow_provider_siro.exceptions import SiroAmbiguousCreateError, SiroApiError, SiroRejectedError
+from airflow_provider_siro.hooks.pacing import limiter_for
 from airflow_provider_siro.hooks.redaction import scrub
 from airflow_provider_siro.hooks.retries import (
     RETRY_STATUSES,
@@ -33,7 +35,7 @@ from airflow_provider_siro.hooks.retries import (
     retryable_status,
 )
 from airflow_provider_siro.hooks.settings import SiroConnectionSettings
-from airflow_provider_siro.utils.rate_limit import RateLimiter, limiter_for
+from airflow_provider_siro.utils.rate_limit import RateLimiter
 
 if TYPE_CHECKING:
     from requests.sessions import _Settings
@@ -104,6 +106,72 @@ def _mount_pool(session: requests.Session, size: int) -> None:
     session.mount("http://", adapter)
 
 
+def _new_session(size: int) -> requests.Session:
+    session = _Session()
+    session.headers["User-Agent"] = USER_AGENT
+    _mount_pool(session, size)
+    return session
+
+
+class _Pool:
+    """One session, its pool size, and how many requests are using it right now."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.session = _new_session(size)
+        self.users = 0
+        self.retired = False
+
+
+class _Pools:
+    """The hook's current session, replaced without cutting a request that uses the one before.
+
+    A request leases the current session (:meth:`lease`); replacing it (a bigger pool, fresh
+    connections after a long idle spell, :meth:`TransportMixin.close`) retires the old one, which is
+    closed when its last request ends, never under a request in flight (a create cut that way would
+    look like an ambiguous create).
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._current: _Pool | None = None
+
+    def current(self) -> _Pool:
+        with self._lock:
+            if self._current is None:
+                self._current = _Pool(POOL_SIZE)
+            return self._current
+
+    @contextlib.contextmanager
+    def lease(self) -> Iterator[requests.Session]:
+        with self._lock:
+            if self._current is None:
+                self._current = _Pool(POOL_SIZE)
+            pool = self._current
+            pool.users += 1
+        try:
+            yield pool.session
+        finally:
+            with self._lock:
+                pool.users -= 1
+                done = pool.retired and pool.users == 0
+            if done:
+                pool.session.close()
+
+    def replace(self, size: int | None) -> None:
+        """Retire the current session; the next request gets a new one of ``size`` (None: made lazily
+        with the default size)."""
+        with self._lock:
+            old = self._current
+            self._current = _Pool(size) if size is not None else None
+            if old is None:
+                return
+            old.retired = True
+            done = old.users == 0
+        if done:
+            old.session.close()
+
+
 class TransportMixin:
     """The HTTP half of :class:`~airflow_provider_siro.hooks.siro.SiroHook` (a mixin; not used alone)."""
 
@@ -124,23 +192,27 @@ class TransportMixin:
     _forget_token: Callable[[str | None], None]  # TokenMixin's
     _known_secrets: Callable[[], list[str | None]]  # TokenMixin's
 
-    @cached_property
+    _pools: _Pools  # made in SiroHook.__init__
+
+    @property
     def session(self) -> requests.Session:
-        """One session per hook, so connections are reused across calls."""
-        session = _Session()
-        session.headers["User-Agent"] = USER_AGENT
-        _mount_pool(session, POOL_SIZE)
-        return session
+        """The hook's current session (one per hook, so connections are reused across calls)."""
+        return self._pools.current().session
+
+    def get_conn(self) -> requests.Session:
+        """The hook's ``requests`` session, as Airflow hooks return their client. Calls through it get
+        the User-Agent and pooling, not the hook's retries, token or redirect rules."""
+        return self.session
 
     def size_pool(self, connections: int) -> None:
         """Keep up to ``connections`` connections per host alive, for that many threads sharing the hook.
 
         Past the pool's size each extra request would open a connection and throw it away (a TCP and TLS
-        handshake per call). Call it before the threads start: ``Session.mount`` is not meant to race
-        with requests.
+        handshake per call). A bigger pool is a new session; requests still using the old one finish on
+        it, and it is closed after the last of them. Safe to call while other threads send.
         """
-        if connections > POOL_SIZE:
-            _mount_pool(self.session, connections)
+        if connections > self._pools.current().size:
+            self._pools.replace(connections)
 
     @cached_property
     def rate_limiter(self) -> RateLimiter | None:
@@ -169,9 +241,9 @@ class TransportMixin:
         return wait
 
     def close(self) -> None:
-        """Close pooled connections. The hook stays usable; a new pool is made on the next call."""
-        if "session" in self.__dict__:
-            self.session.close()
+        """Close pooled connections (a request in flight first finishes). The hook stays usable; a new
+        pool is made on the next call."""
+        self._pools.replace(None)
 
     def _send(
         self,
@@ -214,7 +286,8 @@ class TransportMixin:
                     time.sleep(wait)
                 started = time.monotonic()
                 try:
-                    response = self.session.request(method, url, headers=headers, **kwargs)
+                    with self._pools.lease() as session:
+                        response = session.request(method, url, headers=headers, **kwargs)
                 except requests.RequestException as exc:
                     self._last_api_call = time.monotonic()
                     sent = not _request_was_not_sent(exc)
@@ -353,4 +426,4 @@ class TransportMixin:
         connection costs one handshake and keeps the no-duplicate rule from raising false alarms.
         """
         if time.monotonic() - self._last_api_call > IDLE_POOL_SECONDS:
-            self.close()
+            self._pools.replace(self._pools.current().size)

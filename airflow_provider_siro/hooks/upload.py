@@ -140,7 +140,7 @@ class UploadMixin:
         def settings(self) -> SiroConnectionSettings: ...
 
     log: Logger
-    session: requests.Session  # TransportMixin's
+    _pools: Any  # TransportMixin's
     _send: Callable[..., requests.Response]  # TransportMixin's
     _error: Callable[..., SiroApiError]  # TransportMixin's
     _json: Callable[..., dict[str, Any]]  # TransportMixin's
@@ -191,15 +191,16 @@ class UploadMixin:
         headers = {**signed.upload_headers, "Content-Length": str(size)}
         endpoint = urlsplit(signed.upload_url).path
         try:
-            response = self.session.put(
-                signed.upload_url,
-                data=cast(
-                    "Iterable[bytes]", body
-                ),  # its chunks are bytes or memoryviews; requests sends both
-                headers=headers,
-                timeout=(min(10.0, settings.timeout), settings.timeout),
-                allow_redirects=False,  # the audio goes where Siro signed, nowhere else
-            )
+            with self._pools.lease() as session:
+                response = session.put(
+                    signed.upload_url,
+                    data=cast(
+                        "Iterable[bytes]", body
+                    ),  # its chunks are bytes or memoryviews; requests sends both
+                    headers=headers,
+                    timeout=(min(10.0, settings.timeout), settings.timeout),
+                    allow_redirects=False,  # the audio goes where Siro signed, nowhere else
+                )
         except requests.RequestException as exc:
             raise SiroApiError(
                 f"{type(exc).__name__} after {body.sent} of {size} bytes", method="PUT", endpoint=endpoint
