@@ -80,7 +80,7 @@ class SiroApiError(SiroError):
         if retryable is not None:
             self.retryable = retryable
         self.message = message
-        self.status_code = status_code
+        self.status_code = status_code  # type: ignore[assignment]  # Siro's status, not the API server's
         self.method = method
         self.endpoint = endpoint
         self.issues = list(issues)
@@ -232,6 +232,30 @@ class SiroBulkUploadFailedError(SiroBulkUploadError):
     or only failures a retry would meet again), so the task is not retried."""
 
     retryable = False
+
+
+class SiroReconcileError(SiroError):
+    """An ambiguous create was looked up in Siro and more than one recording matches it.
+
+    Which one the create made cannot be told apart from what Siro lists, and uploading again could add
+    one more; the task fails at once (``retryable`` is False) naming the candidates, so a person can
+    keep the right one and settle the ledger entry with it.
+
+    :param candidates: the IDs of the matching recordings.
+    """
+
+    retryable = False
+
+    def __init__(self, candidates: Sequence[str]) -> None:
+        self.candidates = list(candidates)
+        super().__init__(
+            f"the ambiguous create matches {len(self.candidates)} recordings in Siro "
+            f"({', '.join(self.candidates)}); it cannot tell which one it made. Check them in Siro, delete "
+            "any duplicate, and settle the upload with the one to keep."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.candidates,))
 
 
 def is_final(exc: BaseException) -> bool:

@@ -336,9 +336,7 @@ def test_upload_and_wait_defers_to_a_separate_triggerer_and_resumes_in_a_new_wor
         r.headers["x-siro-auth-token"] for r in siro_server.requests if "x-siro-auth-token" in r.headers
     }
     credentials |= {
-        urlsplit(r.json["downloadUrl"]).query
-        for r in siro_server.requests
-        if r.endpoint == "create_recording"
+        urlsplit(r.json["fileUrl"]).query for r in siro_server.requests if r.endpoint == "create_recording"
     }
     assert len(credentials) >= 5
     logs = "\n".join(

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from airflow_provider_siro import __version__
-from airflow_provider_siro.exceptions import SiroApiError
+from airflow_provider_siro.exceptions import SiroApiError, SiroRejectedError
 from airflow_provider_siro.hooks.retries import (
     RetryLater,
     acall_with_retries,
@@ -44,11 +44,11 @@ class AsyncTransportMixin:
     _client: Any
     aget_settings: Callable[[], Awaitable[SiroConnectionSettings]]  # SiroAsyncHook's
     aget_access_token: Callable[[], Awaitable[str]]  # SiroAsyncHook's
-    _forget_token: Callable[[str | None], None]  # TokenMixin's
+    _forget_token: Callable[..., None]  # TokenMixin's
     _pace: Callable[[str, str], float]  # TransportMixin's
     rate_limiter: Any  # TransportMixin's
     _error: Callable[..., SiroApiError]  # TransportMixin's
-    _redirect_error: Callable[..., SiroApiError]  # TransportMixin's
+    _redirect_error: Callable[..., SiroRejectedError]  # TransportMixin's
 
     async def _aclient(self) -> Any:
         if self._client is None:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import warnings
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -44,6 +45,7 @@ KNOWN_EXTRAS: tuple[str, ...] = (
     "max_retries",
     "retry_backoff",
     "max_retry_wait",
+    "api_fields",
     "newer_field_names",
     "allow_insecure_http",
     "upload_chunk_size",
@@ -59,15 +61,15 @@ connection forms). Add a new extra here, in the one place, or it is warned about
 
 def unknown_extras(extras: Mapping[str, Any]) -> list[str]:
     """One warning per extra the hook does not know, naming the closest known name, if any."""
-    warnings = []
+    lines = []
     for key in extras:
         name = key.removeprefix("extra__siro__")
         if name in KNOWN_EXTRAS:
             continue
         close = difflib.get_close_matches(name, KNOWN_EXTRAS, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known extras: {', '.join(KNOWN_EXTRAS)}"
-        warnings.append(f"unknown extra {key!r} is ignored{hint}")
-    return warnings
+        lines.append(f"unknown extra {key!r} is ignored{hint}")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -95,6 +97,9 @@ class SiroConnectionSettings:
     rate_limit_backend: str = "local"
     rate_limit_redis_conn_id: str | None = None
     rate_limit_on_backend_error: str = "fail"
+    api_fields: str = "auto"
+    """The create call's wire format: ``auto`` (current names first, the original ones if Siro refuses
+    them), ``current`` or ``original``; see :mod:`airflow_provider_siro.payload`."""
 
     @property
     def uses_oauth(self) -> bool:
@@ -181,6 +186,7 @@ def read_settings(
         raise SiroValidationError(
             f"{conn_id}.extra.rate_limit_on_backend_error", f"must be fail or local, got {on_backend_error!r}"
         )
+    api_fields = _api_fields(conn_id, extra("api_fields"), extras, flag)
     return SiroConnectionSettings(
         conn_id=conn_id,
         api_url=api_url,
@@ -207,7 +213,38 @@ def read_settings(
         ),
         rate_limit_redis_conn_id=extra("rate_limit_redis_conn_id"),
         rate_limit_on_backend_error=on_backend_error,
+        api_fields=api_fields,
     )
+
+
+API_FIELDS = ("auto", "current", "original")
+
+
+def _api_fields(conn_id: str, raw: Any, extras: Mapping[str, Any], flag: Any) -> str:
+    """The ``api_fields`` extra, or what the deprecated ``newer_field_names`` meant (with a warning)."""
+    chosen = None if raw is None else str(raw).strip().lower()
+    if chosen is not None and chosen not in API_FIELDS:
+        raise SiroValidationError(
+            f"{conn_id}.extra.api_fields", f"must be one of {', '.join(API_FIELDS)}, got {raw!r}"
+        )
+    if not any(
+        extras.get(key) not in (None, "") for key in ("newer_field_names", "extra__siro__newer_field_names")
+    ):
+        return chosen or "auto"
+    legacy = "current" if flag("newer_field_names") else "original"
+    if chosen is not None and chosen != legacy:
+        raise SiroValidationError(
+            f"{conn_id}.extra.newer_field_names",
+            f"says {legacy} field names but api_fields says {chosen}: remove newer_field_names",
+        )
+    warnings.warn(
+        f"Connection {conn_id!r}: the extra newer_field_names is deprecated; it now means "
+        f"api_fields={legacy!r}. Remove it, and set api_fields only to pin a format (the default, auto, "
+        "speaks both).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return legacy
 
 
 def _base_url(

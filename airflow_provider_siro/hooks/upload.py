@@ -19,7 +19,7 @@ from urllib.parse import urlsplit
 
 import requests
 
-from airflow_provider_siro.exceptions import SiroApiError, SiroValidationError
+from airflow_provider_siro.exceptions import SiroApiError, SiroRejectedError, SiroValidationError
 from airflow_provider_siro.hooks.redaction import mask_url_credentials, redact_url
 from airflow_provider_siro.hooks.retries import RetryLater, call_with_retries, retryable_status
 from airflow_provider_siro.hooks.settings import SiroConnectionSettings
@@ -134,7 +134,7 @@ class UploadMixin:
     _send: Callable[..., requests.Response]  # TransportMixin's
     _error: Callable[..., SiroApiError]  # TransportMixin's
     _json: Callable[..., dict[str, Any]]  # TransportMixin's
-    _redirect_error: Callable[..., SiroApiError]  # TransportMixin's
+    _redirect_error: Callable[..., SiroRejectedError]  # TransportMixin's
 
     def get_signed_urls(self, file_type: str, file_size: int) -> SignedUpload:
         """Ask Siro where to PUT ``file_size`` bytes of ``file_type`` audio (step 1 of an upload)."""

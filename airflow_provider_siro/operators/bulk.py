@@ -18,10 +18,11 @@ if TYPE_CHECKING:
     from airflow.sdk import Context
 
 
+from airflow_provider_siro.operators.lineage import SiroLineageMixin
 from airflow_provider_siro.operators.siro import _FIELD_ARGS, SiroUploadRecordingOperator
 
 
-class SiroUploadRecordingsOperator(BaseOperator):
+class SiroUploadRecordingsOperator(SiroLineageMixin, BaseOperator):
     """
     Upload many audio files as Siro recordings in one task, a few at a time, through one hook.
 
@@ -121,5 +122,7 @@ class SiroUploadRecordingsOperator(BaseOperator):
         ids, failures = upload_many(hook, work, ledger, width, self.log, settings.progress_interval)
         if failures:
             context["ti"].xcom_push(key="recording_ids", value=ids)
+        done = [self._uploaded(ids[s.given], s.location, f, s.size) for s, f in work if s.given in ids]
+        self._report_uploads(context, done, settings.api_url)
         raise_for_failures(failures, len(work), with_ledger=ledger is not None)
         return ids

@@ -22,7 +22,9 @@ from airflow_provider_siro.exceptions import (
     fail_now_unless_retryable,
 )
 from airflow_provider_siro.links.siro import SiroRecordingLink
+from airflow_provider_siro.operators.lineage import SiroLineageMixin
 from airflow_provider_siro.payload import (
+    RECORDING_FIELD_ARGS,
     RecordingFields,
     check_text,
     check_url,
@@ -38,22 +40,10 @@ if TYPE_CHECKING:
     from airflow_provider_siro.hooks.siro import SiroConnectionSettings, SiroHook
     from airflow_provider_siro.utils.ledger import UploadLedger
 
-_FIELD_ARGS = (
-    "title",
-    "user_id",
-    "user_email",
-    "user_phone",
-    "organization_id",
-    "conversation_type",
-    "integration_connection_id",
-    "crm_objects",
-    "customer_phone",
-    "customer_name",
-    "date_created",
-)
+_FIELD_ARGS = RECORDING_FIELD_ARGS
 
 
-class SiroUploadRecordingOperator(BaseOperator):
+class SiroUploadRecordingOperator(SiroLineageMixin, BaseOperator):
     """
     Create a Siro recording from audio, uploading it first when it is not in Siro yet.
 
@@ -89,6 +79,9 @@ class SiroUploadRecordingOperator(BaseOperator):
     :param customer_name: the customer's name, likewise. (templated)
     :param date_created: when the call happened: a timezone-aware datetime or an RFC 3339 string, sent
         in UTC. ``"{{ data_interval_end }}"`` works. (templated)
+    :param discoverable: share the recording with the team (Siro's current API only). (templated)
+    :param result: how the call ended: ``"closed"``, ``"not closed"`` or ``"in progress"`` (Siro's
+        current API only). (templated)
     :param wait_for_completion: after creating the recording, wait until Siro has processed it
         (``processingStatus`` ``complete``), so one task uploads and waits. The recording's details
         then go to XCom under the key ``recording`` (the return value stays the recording ID). A
@@ -135,6 +128,8 @@ class SiroUploadRecordingOperator(BaseOperator):
         customer_phone: str | None = None,
         customer_name: str | None = None,
         date_created: Any = None,
+        discoverable: bool | None = None,
+        result: str | None = None,
         wait_for_completion: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 60.0,
@@ -171,6 +166,8 @@ class SiroUploadRecordingOperator(BaseOperator):
         self.customer_phone = customer_phone
         self.customer_name = customer_name
         self.date_created = date_created
+        self.discoverable = discoverable
+        self.result = result
         if poll_interval <= 0 or timeout < 0:
             raise ValueError(
                 f"{type(self).__name__} {kwargs.get('task_id')!r}: poll_interval must be > 0 and timeout >= 0"
@@ -257,6 +254,7 @@ class SiroUploadRecordingOperator(BaseOperator):
         fields, _file_type = self.validate_inputs()
         hook = self.hook
         self._upload_settings()
+        hook.check_create_fields(fields)  # a field the connection's wire format lacks: before any upload
         if self.source_path is not None:
             from airflow_provider_siro.utils.sources import locate_source
             from airflow_provider_siro.utils.uploads import upload_source
@@ -264,11 +262,13 @@ class SiroUploadRecordingOperator(BaseOperator):
             source = locate_source(str(self.source_path), self.source_conn_id)
             ledger = self._ledger(context, self.source_conn_id)
             recording_id = upload_source(hook, source, fields, ledger, self.log).recording_id
+            origin, size = source.location, source.size
         else:
             started = time.monotonic()
             download_url = str(self.download_url)
             parts = urlsplit(download_url)
             recording_id = hook.create_recording(download_url, fields)
+            origin, size = f"{parts.scheme}://{parts.netloc}{parts.path}", None
             self.log.info(
                 "Created Siro recording %s for %s from %s://%s%s in %.1f s",
                 recording_id,
@@ -279,6 +279,9 @@ class SiroUploadRecordingOperator(BaseOperator):
                 time.monotonic() - started,
             )
         SiroRecordingLink.persist(context=context, operator=self, recording_id=recording_id)
+        self._report_uploads(
+            context, [self._uploaded(recording_id, origin, fields, size)], hook.settings.api_url
+        )
         if self.wait_for_completion:
             self._wait(context, recording_id)
         return recording_id
@@ -359,6 +362,7 @@ class SiroUploadRecordingOperator(BaseOperator):
         message = str(event.get("message", ""))
         if status == "success":
             self._processed(context, recording_id, event["recording"])
+            self._report_resumed(context, recording_id)
             return recording_id
         if status == "failed":
             raise SiroRecordingFailedError(recording_id, message)

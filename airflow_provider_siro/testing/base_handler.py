@@ -11,13 +11,10 @@ import contextlib
 import json
 import socket
 from http.server import BaseHTTPRequestHandler
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from airflow_provider_siro.testing.faults import Fault
-
-if TYPE_CHECKING:
-    from airflow_provider_siro.testing.server import OfflineSiro
-
+from airflow_provider_siro.testing.protocol import ServerState
 
 KEEP_BYTES_UP_TO = 1024 * 1024
 READ_CHUNK = 1024 * 1024
@@ -34,7 +31,7 @@ class BaseHandler(BaseHTTPRequestHandler):
     # client's delayed ACK add ~40 ms to every small answer.
     disable_nagle_algorithm = True
     timeout = 120
-    server_state: OfflineSiro
+    server_state: ServerState
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: the default access log would print signed URLs' query strings."""
