@@ -107,6 +107,9 @@ def test_processes_and_threads_with_separate_temporary_directories_share_one_bud
             subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
         )
     slots = sorted(float(v) for w in workers for v in w.communicate(timeout=120)[0].split())
+    # Looked at first: the key expires a second after its last slot, and a loaded machine can take that
+    # long over the checks below.
+    keys = list(redis_db.scan_iter())
 
     assert [w.returncode for w in workers] == [0] * 4
     assert len(slots) == 60
@@ -117,7 +120,7 @@ def test_processes_and_threads_with_separate_temporary_directories_share_one_bud
         assert most_in_any_window(slots, window) <= window * 10 + 3 + 1, window
     assert slots[-1] - slots[0] >= (60 - 3) * 0.1 - 0.05
     assert not any(p.name.startswith("airflow-provider-siro-rate") for p in tmp_path.rglob("*"))
-    (key,) = redis_db.scan_iter()  # one budget, one key, named by a hash of what shares it
+    (key,) = keys  # one budget, one key, named by a hash of what shares it
     assert key.decode().startswith(KEY_PREFIX) and "shared" not in key.decode()
 
 
