@@ -25,7 +25,8 @@ COMMON_COMPAT_RELEASED ?= 2026-12-04
 SMOKE_STAMPS := $(foreach line,$(SMOKE_LINES),.venv-airflow$(line)/.installed-stamp)
 # make dist: the wheel and sdist in dist/, rebuilt when the package's files change.
 DIST_STAMP := dist/.built-stamp
-PACKAGE_FILES := $(shell find airflow_provider_siro -name '*.py' -o -name py.typed) pyproject.toml README.md LICENSE NOTICE
+PACKAGE_FILES := $(shell find airflow_provider_siro -name '*.py' -o -name py.typed) pyproject.toml README.md LICENSE NOTICE MANIFEST.in \
+	CHANGELOG.md $(wildcard docs/*) $(wildcard example_dags/*.py)
 
 .PHONY: demo test lint docs dist bench reliability siro-server clean
 
@@ -102,7 +103,7 @@ reliability: $(STAMP)
 	$(BIN)/python dev/reliability.py
 
 siro-server: $(STAMP)
-	$(BIN)/python -m airflow_provider_siro.testing.server
+	$(BIN)/python -m airflow_provider_siro.testing serve
 
 clean:
 	rm -rf $(VENV) $(VENV2) $(foreach line,$(SMOKE_LINES),.venv-airflow$(line)) .build build dist

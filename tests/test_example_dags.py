@@ -38,7 +38,8 @@ def test_example_dags_parse_in_a_real_dagbag(airflow_db):
         dagbag = DagBag(str(path))
         assert dagbag.import_errors == {}
         dag_ids |= set(dagbag.dag_ids)
-    expected = {"siro_upload_from_download_url", "siro_storage_sync", "siro_bulk_sync"}
+    expected = {"siro_upload_from_download_url", "siro_storage_sync", "siro_bulk_sync", "siro_mapped_uploads"}
+    expected |= {"siro_upload_calls_to_asset", "siro_analyse_uploaded_calls"}
     if AIRFLOW_3:
         expected |= {"siro_call_audio_sync", "siro_upload_new_call_audio"}
     assert dag_ids == expected

@@ -168,9 +168,9 @@ def test_upload_without_a_server_says_what_to_start(tmp_path: Path):
 
 
 def test_the_old_entry_point_serves_the_same_way(tmp_path: Path):
-    # `make siro-server` and `python -m airflow_provider_siro.testing.server` run `siro-offline serve`.
+    # `make siro-server` and `python -m airflow_provider_siro.testing serve` run `siro-offline serve`.
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_siro.testing.server", "--port", "0"],
+        [sys.executable, "-m", "airflow_provider_siro.testing", "serve", "--port", "0"],
         stdout=subprocess.PIPE,
         text=True,
         env={**os.environ, "TMPDIR": str(tmp_path)},

@@ -79,6 +79,17 @@ def test_twine_check_passes_on_the_wheel_and_the_sdist(dist_dir: Path):
     assert result.stdout.count("PASSED") == 2
 
 
+def test_the_sdist_carries_the_docs_and_the_example_dags_they_include(dist_dir: Path):
+    import tarfile
+
+    (sdist,) = dist_dir.glob("airflow_provider_siro-*.tar.gz")
+    with tarfile.open(sdist) as archive:
+        names = {name.split("/", 1)[1] for name in archive.getnames() if "/" in name}
+    examples = {f"example_dags/{p.name}" for p in (ROOT / "example_dags").glob("*.py")}
+    assert examples and examples <= names
+    assert {"CHANGELOG.md", "LICENSE", "NOTICE", "docs/conf.py", "docs/index.rst"} <= names
+
+
 def test_the_license_is_a_pep_639_expression_with_its_files_in_the_wheel(
     wheel: Path, wheel_metadata: Message
 ):

@@ -84,7 +84,7 @@ def test_a_server_in_a_subprocess_appends_its_secrets_to_the_session_ledger(tmp_
     connection_file = tmp_path / "connection.json"  # removed by the server as it stops
     process = subprocess.Popen(
         [
-            sys.executable, "-m", "airflow_provider_siro.testing.server", "--port", "0", "--oauth",
+            sys.executable, "-m", "airflow_provider_siro.testing", "serve", "--port", "0", "--oauth",
             "--connection-file", str(connection_file),
         ],
         stdout=subprocess.PIPE,

@@ -12,6 +12,7 @@ The same commands run as ``python -m airflow_provider_siro.testing``.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import signal
@@ -123,12 +124,14 @@ def upload(args: argparse.Namespace) -> int:
     # The provider's own hook does the upload, with the server's connection under a name of its own, so
     # a siro_default the user has configured is neither used nor changed.
     os.environ[f"AIRFLOW_CONN_{UPLOAD_CONN_ID.upper()}"] = json.dumps(connection)
-    from airflow_provider_siro.hooks.siro import SiroHook
-
     size = audio.stat().st_size
-    download_url = SiroHook(siro_conn_id=UPLOAD_CONN_ID).upload_audio(
-        lambda: audio.open("rb"), size, file_type, label=audio.name
-    )
+    # Airflow 2's console log handler writes to whatever sys.stdout is: keep stdout for the URL alone.
+    with contextlib.redirect_stdout(sys.stderr):
+        from airflow_provider_siro.hooks.siro import SiroHook
+
+        download_url = SiroHook(siro_conn_id=UPLOAD_CONN_ID).upload_audio(
+            lambda: audio.open("rb"), size, file_type, label=audio.name
+        )
     conf = {"download_url": download_url, "user_email": args.user_email}
     print(
         f"Uploaded {audio.name} ({size} bytes) to the offline Siro at {connection['host']}.", file=sys.stderr

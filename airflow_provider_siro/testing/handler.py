@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict
 from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from airflow_provider_siro.testing.base_handler import _Drop
 from airflow_provider_siro.testing.faults import Fault
@@ -163,6 +163,15 @@ class _Handler(OrgEndpoints, RecordingEndpoints, StorageEndpoints):
                     for rid, r in siro.recordings.items()
                 },
             )
+        elif method == "GET" and path.startswith("/_offline/recordings/"):
+            # The recording's own page, where the provider's extra link points for this server (no
+            # audio URL on it: a signed one is a credential).
+            found = siro.recordings.get(unquote(path.rsplit("/", 1)[1]))
+            if found is None:
+                self._error(404, "no such recording")
+            else:
+                page = {k: found.body.get(k) for k in ("title", "userEmail", "userId", "dateCreated")}
+                self._send(200, {"id": found.id, "status": found.status, "fileType": found.file_type, **page})
         elif method == "POST" and path == "/_offline/faults":
             args = json.loads(raw or b"{}")
             siro.add_fault(args.pop("endpoint"), **args)

@@ -14,7 +14,7 @@ Use it to test your own DAGs without a Siro account or a network:
         (recording,) = siro_server.recordings.values()
         assert recording.body["userEmail"] == "rep@example.com"
 
-or from a shell, ``siro-offline serve [--api original]`` (``python -m airflow_provider_siro.testing.server``
+or from a shell, ``siro-offline serve [--api original]`` (``python -m airflow_provider_siro.testing serve``
 runs the same),
 which writes the ``AIRFLOW_CONN_SIRO_DEFAULT`` connection to a private file and prints the command that
 exports it.
@@ -56,7 +56,7 @@ import secrets
 import socket
 import threading
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 
 from airflow_provider_siro.testing.credentials import SECRETS_LEDGER_ENV, CredentialsMixin
@@ -75,7 +75,6 @@ __all__ = [
     "Recording",
     "StoredObject",
     "iter_recordings",
-    "main",
 ]
 
 
@@ -253,17 +252,3 @@ class OfflineSiro(FaultsMixin, CredentialsMixin):
 def iter_recordings(server: OfflineSiro) -> Iterator[Recording]:
     """The server's recordings in creation order."""
     return iter(sorted(server.recordings.values(), key=lambda r: r.created_at))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the offline server in the foreground until Ctrl-C: ``siro-offline serve`` (see ``cli``), which
-    writes the connection to a private file and prints where it is, never the token."""
-    import sys
-
-    from airflow_provider_siro.testing.cli import main as cli_main
-
-    return cli_main(["serve", *(sys.argv[1:] if argv is None else argv)])
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())
