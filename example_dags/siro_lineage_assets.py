@@ -69,7 +69,8 @@ with DAG(
         show_summary=True,
         poke_interval=5,
         timeout=3600,
-        mode="reschedule",
+        # Siro takes minutes per call: wait in the triggerer (one trigger for all the IDs), no worker slot.
+        deferrable=True,
     )
 
     @task
