@@ -108,8 +108,11 @@ def get_provider_info() -> dict[str, Any]:
     return {
         "package-name": "airflow-provider-siro",
         "name": "Siro",
-        "description": "Upload call recordings to `Siro <https://siro.ai>`__ and wait for their analysis.",
-        "versions": ["0.1.0"],
+        # Plain text: Airflow 3's Providers page shows it as text and links bare URLs, so reStructuredText
+        # link markup would show as "https://siro.aiand wait...". The version and the documentation link
+        # come from the package's metadata (its version and its "Documentation" Project-URL).
+        "description": "Upload call recordings to Siro, the conversation-intelligence platform, "
+        "and wait for their analysis.",
         "integrations": [
             {
                 "integration-name": "Siro",

@@ -34,12 +34,26 @@ SEED_ARGUMENTS = (
     "customer_phone",
     "customer_name",
     "date_created",
+    "discoverable",
+    "result",
 )
 
 
 # ---------------------------------------------------------------------------------------- arguments
+def declared_parameters(operator_class: type) -> dict[str, inspect.Parameter]:
+    """Every keyword parameter the class's ``__init__`` chain declares (what Airflow's ``partial()`` and
+    ``default_args`` look at), the subclass's first."""
+    found: dict[str, inspect.Parameter] = {}
+    for klass in operator_class.__mro__:
+        if "__init__" in vars(klass):
+            for name, parameter in inspect.signature(vars(klass)["__init__"]).parameters.items():
+                if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+                    found.setdefault(name, parameter)
+    return found
+
+
 def test_the_public_signature_keeps_its_names_and_defaults():
-    parameters = inspect.signature(SiroUploadRecordingOperator.__init__).parameters
+    parameters = declared_parameters(SiroUploadRecordingOperator)
     assert parameters["siro_conn_id"].default == "siro_default"
     for name in ("source_conn_id", *SEED_ARGUMENTS):
         assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, name

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict
 from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from airflow_provider_siro.testing.base_handler import _Drop
 from airflow_provider_siro.testing.faults import Fault
@@ -89,6 +89,18 @@ class _Handler(OrgEndpoints, RecordingEndpoints, StorageEndpoints):
             entry.json, entry.body_size, entry.status = self._json, self._body_size, self._status
             self.server_state._record(entry)
 
+    def _send_answer(self, status: int, data: bytes, content_type: str, extra: dict[str, str]) -> None:
+        """Answer a redirect, echo or raw-body fault (see :meth:`Fault.answer`)."""
+        self._status = status
+        self._commit()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
     def _handle(
         self,
         endpoint: str,
@@ -119,6 +131,10 @@ class _Handler(OrgEndpoints, RecordingEndpoints, StorageEndpoints):
                     self._raw = self._read_body()
                     self._body_size = len(self._raw)
                     self._parse_json_quietly()
+                answer = fault.answer(headers, getattr(self, "_raw", b""))
+                if answer is not None:
+                    self._send_answer(fault.status, *answer)
+                    return
                 message = fault.body if fault.body is not None else {"error": f"Injected {fault.status}"}
                 self._send(fault.status, message, retry_after=fault.retry_after)
                 return
@@ -147,6 +163,15 @@ class _Handler(OrgEndpoints, RecordingEndpoints, StorageEndpoints):
                     for rid, r in siro.recordings.items()
                 },
             )
+        elif method == "GET" and path.startswith("/_offline/recordings/"):
+            # The recording's own page, where the provider's extra link points for this server (no
+            # audio URL on it: a signed one is a credential).
+            found = siro.recordings.get(unquote(path.rsplit("/", 1)[1]))
+            if found is None:
+                self._error(404, "no such recording")
+            else:
+                page = {k: found.body.get(k) for k in ("title", "userEmail", "userId", "dateCreated")}
+                self._send(200, {"id": found.id, "status": found.status, "fileType": found.file_type, **page})
         elif method == "POST" and path == "/_offline/faults":
             args = json.loads(raw or b"{}")
             siro.add_fault(args.pop("endpoint"), **args)
