@@ -18,6 +18,10 @@ from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_siro import __version__
+
+if TYPE_CHECKING:
+    from airflow_provider_siro.compat import Logger
+
 from airflow_provider_siro.exceptions import SiroApiError, SiroRejectedError
 from airflow_provider_siro.hooks.retries import (
     RetryLater,
@@ -26,9 +30,6 @@ from airflow_provider_siro.hooks.retries import (
     retryable_status,
 )
 from airflow_provider_siro.hooks.settings import SiroConnectionSettings
-
-if TYPE_CHECKING:
-    from airflow_provider_siro.compat import Logger
 
 
 @functools.cache
@@ -46,10 +47,7 @@ class AsyncTransportMixin:
     _client: Any
     aget_settings: Callable[[], Awaitable[SiroConnectionSettings]]  # SiroAsyncHook's
     aget_access_token: Callable[[], Awaitable[str]]  # SiroAsyncHook's
-    if TYPE_CHECKING:  # TokenMixin's
-
-        def _forget_token(self, token: str | None = None) -> None: ...
-
+    _forget_token: Callable[..., None]  # TokenMixin's
     _pace: Callable[[str, str], float]  # TransportMixin's
     rate_limiter: Any  # TransportMixin's
     _error: Callable[..., SiroApiError]  # TransportMixin's

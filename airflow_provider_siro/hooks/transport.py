@@ -189,7 +189,7 @@ class TransportMixin:
         def _token_key(self) -> str: ...
 
     get_access_token: Callable[[], str]  # TokenMixin's
-    _forget_token: Callable[[str | None], None]  # TokenMixin's
+    _forget_token: Callable[..., None]  # TokenMixin's
     _known_secrets: Callable[[], list[str | None]]  # TokenMixin's
 
     _pools: _Pools  # made in SiroHook.__init__

@@ -77,6 +77,7 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
     :param show_summary: include the call summary (``showSummary``) in the ``recording`` XCom.
     :param show_entity_extractions: include extracted entities (``showEntityExtractions``).
     :param show_crm_opportunities: include linked CRM opportunities (``showCrmOpportunities``).
+
     The task has a "Siro recording" extra link to the recording in the Siro web app, and writes the
     same URL to its log.
     """

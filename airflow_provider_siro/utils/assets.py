@@ -50,9 +50,16 @@ def siro_asset(name: str = "recordings", host: str = DEFAULT_HOST, **kwargs: Any
     Put it in an upload operator's ``outlets``, and in the downstream DAG's ``schedule``.
     ``kwargs`` go to ``Asset`` (``name``, ``group``, ``extra``) on Airflow 3, to ``Dataset`` on 2.11.
     """
-    from airflow_provider_siro.compat import Asset  # Airflow 2.11's Dataset there
+    from airflow_provider_siro.compat import AIRFLOW_V_3_0_PLUS
 
-    return Asset(uri=siro_asset_uri(name, host), **kwargs)
+    uri = siro_asset_uri(name, host)
+    if AIRFLOW_V_3_0_PLUS:
+        from airflow.sdk import Asset
+
+        return Asset(uri=uri, **kwargs)
+    from airflow.datasets import Dataset  # type: ignore[import-not-found,unused-ignore]
+
+    return Dataset(uri=uri, **kwargs)
 
 
 def create_asset(*, name: str = "recordings", host: str = DEFAULT_HOST, extra: Any = None) -> Any:
