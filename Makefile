@@ -76,6 +76,7 @@ test: $(STAMP) $(STAMP2) $(SMOKE_STAMPS) lint docs dist
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
 
 # The documentation site (docs/), warnings as errors; -E re-reads every page, so a warning is never hidden
 # by an earlier build's cache.

@@ -33,6 +33,8 @@ __all__ = [
     "AirflowException",
     "AirflowFailException",
     "AirflowSensorTimeout",
+    # Airflow 3's Asset; on 2.11 its Dataset.
+    "Asset",
     "BaseHook",
     "BaseOperator",
     "BaseOperatorLink",
@@ -51,6 +53,7 @@ _FROM_COMMON_COMPAT = frozenset(__all__[3:])
 
 if TYPE_CHECKING:
     from airflow.sdk import (
+        Asset,
         BaseHook,
         BaseOperator,
         BaseOperatorLink,
@@ -64,6 +67,7 @@ if TYPE_CHECKING:
     from airflow.sdk.exceptions import AirflowException, AirflowFailException, AirflowSensorTimeout
     from airflow.sdk.execution_time.xcom import XCom
     from airflow.sdk.log import mask_secret
+    from airflow.sdk.types import Logger as Logger  # for annotations only: a hook's or task's self.log
 
 
 def __getattr__(name: str) -> Any:

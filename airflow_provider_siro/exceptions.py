@@ -80,7 +80,7 @@ class SiroApiError(SiroError):
         if retryable is not None:
             self.retryable = retryable
         self.message = message
-        self.status_code = status_code
+        self.status_code = status_code  # type: ignore[assignment]  # Siro's status, not the API server's
         self.method = method
         self.endpoint = endpoint
         self.issues = list(issues)

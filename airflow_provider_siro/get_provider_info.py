@@ -48,7 +48,7 @@ CONN_FIELDS: dict[str, Any] = {
     "timeout": _field(
         "Timeout (seconds)", "Per request; an upload's PUT waits this long between bytes.", "number"
     ),
-    "max_retries": _field("Max retries", "Retries after 429, 502, 503, 504 and network errors.", "integer"),
+    "max_retries": _field("Max retries", "Retries after 429, 5xx and network errors.", "integer"),
     "retry_backoff": _field(
         "Retry backoff (seconds)", "First wait; doubles per retry, with jitter.", "number"
     ),

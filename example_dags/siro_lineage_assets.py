@@ -10,7 +10,8 @@ reads the IDs from the asset events that triggered the run, waits until Siro has
 and hands ``{recording ID: recording}`` (with the call summaries) to the next task. No glue code.
 
 Both run as they are against a local folder and the offline Siro server (``make siro-server``); neither
-reads a logical date. On Airflow 2.11 the asset is a Dataset and the same code runs.
+reads a logical date. On Airflow 2.11 the asset is a Dataset and the same code runs (tests run the
+pair through a real scheduler on Airflow 3; on 2.11 they check the upload's event and the sensor alone).
 """
 
 from __future__ import annotations
@@ -69,7 +70,8 @@ with DAG(
         show_summary=True,
         poke_interval=5,
         timeout=3600,
-        mode="reschedule",
+        # Siro takes minutes per call: wait in the triggerer (one trigger for all the IDs), no worker slot.
+        deferrable=True,
     )
 
     @task

@@ -1,10 +1,10 @@
 """An upload's Siro asset event starts the downstream DAG through a real scheduler (issue 23).
 
 The example pair of ``example_dags/siro_lineage_assets.py`` runs in a real Airflow 3 deployment (API
-server, dag-processor, scheduler, LocalExecutor): the upload DAG's bulk task creates the recordings and
+server, dag-processor, scheduler, triggerer, LocalExecutor): the upload DAG's bulk task creates the recordings and
 emits its ``siro://`` asset event with their IDs in ``extra``; the scheduler starts the analysis DAG on
-that event, whose sensor (given no ID) reads the IDs from the triggering event, waits for Siro, and
-hands the recordings on.
+that event, whose sensor (given no ID) reads the IDs from the triggering event, waits for Siro in the
+triggerer (one trigger for all of them), and hands the recordings on.
 """
 
 from __future__ import annotations
@@ -39,11 +39,12 @@ def cluster(tmp_path_factory: pytest.TempPathFactory, siro_server: Any) -> Itera
     settings = {
         "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
         "AIRFLOW__CORE__PARALLELISM": "4",
+        "AIRFLOW__TRIGGERER__JOB_HEARTBEAT_SEC": "1",
         "AIRFLOW_CONN_SIRO_DEFAULT": json.dumps(siro_server.connection(retry_backoff=0.01)),
         "TMPDIR": str(home),
     }
     with airflow_deployment(home, [ROOT / "example_dags" / "siro_lineage_assets.py"], settings) as running:
-        for name in ("api-server", "dag-processor", "scheduler"):
+        for name in ("api-server", "dag-processor", "scheduler", "triggerer"):
             running.start(name, [name])
         yield running
 
@@ -61,7 +62,7 @@ def test_an_uploads_asset_event_starts_the_analysis_dag_which_waits_for_its_reco
 
     def healthy() -> bool:
         health = cluster.api("GET", "/monitor/health")
-        return all(health[part]["status"] == "healthy" for part in ("metadatabase", "scheduler"))
+        return all(health[part]["status"] == "healthy" for part in ("metadatabase", "scheduler", "triggerer"))
 
     _wait_for("the API server and scheduler", healthy, STARTUP_TIMEOUT, cluster)
     for dag_id in (PRODUCER, CONSUMER):

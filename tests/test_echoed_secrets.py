@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 from conftest import AIRFLOW_HOME
+from reliability_report import record
 from secret_audit import SecretScanner, fernet_keys_near
 from upload_support import task_instances, write_audio
 
@@ -63,6 +64,8 @@ def test_an_echoed_request_leaves_no_secret_in_the_exception(siro_server, monkey
     echoed = [r for r in siro_server.requests if r.endpoint == endpoint]
     assert echoed and all(r.status == status for r in echoed)
     text = str(raised.value) + repr(raised.value) + repr(raised.value.__reduce__())
+    leaks = _leaks(siro_server, text)
+    record("echoed_errors", **{f"exception-{endpoint}-{status}": len(leaks)})
     assert f"returned {status}" in str(raised.value)
     assert "request" in text and "***" in text  # the echo is quoted, scrubbed
     assert _leaks(siro_server, text) == []
@@ -85,8 +88,10 @@ def test_an_echoing_siro_leaves_no_secret_in_a_real_dag_runs_logs_xcom_or_db(
     assert dag_run.state == "failed"
     creates = [r for r in siro_server.requests if r.endpoint == "create_recording"]
     assert [r.status for r in creates] == [status] * (2 if status == 401 else 1)  # 401: one fresh token
+    leaks = _leaks(siro_server, log, tree=True)
+    record("echoed_errors", **{f"dag-run-create-{status}": len(leaks)})
     assert f"returned {status}" in log
-    assert _leaks(siro_server, log, tree=True) == []
+    assert leaks == []
     assert task_instances(dag_run)[("upload", -1)].try_number == 1  # rejected or ambiguous: final
 
 
@@ -145,4 +150,6 @@ def test_a_bulk_task_of_200_files_leaves_no_signature_in_its_log(
     assert len(siro_server.recordings) == 200
     signatures = {s for s, kind in siro_server.issued_secret_kinds().items() if kind.endswith("signature")}
     assert len(signatures) >= 400
-    assert _leaks(siro_server, log, tree=True) == []
+    leaks = _leaks(siro_server, log, tree=True)
+    record("bulk_signatures", files=200, signatures=len(signatures), found=len(leaks))
+    assert leaks == []

@@ -138,6 +138,11 @@ def test_complete_events_name_the_sources_and_the_recordings(
         "source_paths": [str(local), "s3://calls/lineage/call-s3.wav"],
     }
 
+    if not AIRFLOW_3:
+        # Airflow 2.11 records an event only for a Dataset the metadata DB knows, which the DAG processor
+        # adds when it syncs the DAG; dag.test() there does not sync, so the test does as it would.
+        dagbag.get_dag(DAG_ID).sync_to_db()
+
     done = subprocess.run(
         [sys.executable, "-c", RUN, os.environ["AIRFLOW__CORE__DAGS_FOLDER"], DAG_ID, json.dumps(conf)],
         env=env,

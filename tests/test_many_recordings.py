@@ -15,7 +15,7 @@ from upload_support import task_instances, write_audio
 
 from airflow_provider_siro.hooks.siro import SiroHook
 from airflow_provider_siro.payload import validate_recording_fields
-from airflow_provider_siro.triggers.siro import SiroRecordingTrigger
+from airflow_provider_siro.triggers.siro import SiroRecordingsTrigger
 
 AUDIO = b"ID3\x03\x00" + bytes(range(256)) * 16
 
@@ -28,10 +28,10 @@ def create_recording(title: str) -> str:
     )
 
 
-def many_trigger(recording_ids: list[str]) -> SiroRecordingTrigger:
+def many_trigger(recording_ids: list[str]) -> SiroRecordingsTrigger:
     """Built from its serialized kwargs, as the triggerer does."""
     serialize, deserialize = serde()
-    original = SiroRecordingTrigger(
+    original = SiroRecordingsTrigger(
         recording_ids=recording_ids,
         siro_conn_id="siro_default",
         end_time=time.time() + 60,

@@ -1192,7 +1192,7 @@ def test_the_server_package_has_no_import_cycle():
             name.rsplit(".", 1)[-1] for name in imported if name.startswith("airflow_provider_siro.testing.")
         }
     assert "server" not in set().union(
-        *(graph[name] for name in graph if name not in ("__init__", "__main__", "pytest_plugin"))
+        *(graph[name] for name in graph if name not in ("__init__", "__main__", "cli", "pytest_plugin"))
     )
 
     def reaches(start: str, goal: str, seen: set[str]) -> bool:
@@ -1210,10 +1210,22 @@ def test_the_server_package_has_no_import_cycle():
 @pytest.mark.parametrize(
     ("api", "url_key", "id_key"), [("current", "fileUrl", "recordingId"), ("original", "downloadUrl", "id")]
 )
-def test_cli_prints_a_working_connection(api, url_key, id_key):
+def test_cli_serves_the_api_it_is_asked_for(api, url_key, id_key, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout is a pipe, as in CI
+    connection_file = tmp_path / "siro.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_siro.testing", "serve", "--port", "0", "--api", api],
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_siro.testing",
+            "serve",
+            "--port",
+            "0",
+            "--api",
+            api,
+            "--connection-file",
+            str(connection_file),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -1223,41 +1235,43 @@ def test_cli_prints_a_working_connection(api, url_key, id_key):
     reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True)
     reader.start()
     try:
-        exports = []
-        while len(exports) < 2:
-            line = lines.get(timeout=20)
-            if "export AIRFLOW_CONN_SIRO_DEFAULT=" in line:
-                exports.append(json.loads(line.split("=", 1)[1].strip().strip("'")))
-        pasted, oauth = exports
+        while "Offline Siro listening on" not in (line := lines.get(timeout=20)):
+            pass
+        assert f"(the {api} API;" in line
+        while "export AIRFLOW_CONN_SIRO_DEFAULT=" not in lines.get(timeout=20):
+            pass
+        pasted = json.loads(connection_file.read_text())
         assert pasted["conn_type"] == "siro"
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", pasted["host"])
         session = requests.Session()
         session.headers["User-Agent"] = USER_AGENT
-        answer = session.post(
-            f"{pasted['host']}/v1/core/recordings/signed-urls",
-            json={"fileType": "mp3", "fileSize": len(AUDIO)},
-            headers={"x-siro-auth-token": pasted["password"]},
-            timeout=10,
-        )
-        assert answer.status_code == 200, answer.text
-        signed = answer.json()["data"]
-        assert put(session, signed, AUDIO).status_code == 200
-        created = session.post(
-            f"{pasted['host']}/v1/core/recordings/upload",
-            json={url_key: signed["downloadUrl"], "fileType": "mp3", "userEmail": "rep@example.com"},
-            headers={"x-siro-auth-token": pasted["password"]},
-            timeout=10,
-        )
+        auth = {"x-siro-auth-token": pasted["password"]}
+
+        def create_with(key: str) -> requests.Response:
+            answer = session.post(
+                f"{pasted['host']}/v1/core/recordings/signed-urls",
+                json={"fileType": "mp3", "fileSize": len(AUDIO)},
+                headers=auth,
+                timeout=10,
+            )
+            assert answer.status_code == 200, answer.text
+            signed = answer.json()["data"]
+            assert put(session, signed, AUDIO).status_code == 200
+            return session.post(
+                f"{pasted['host']}/v1/core/recordings/upload",
+                json={key: signed["downloadUrl"], "fileType": "mp3", "userEmail": "rep@example.com"},
+                headers=auth,
+                timeout=10,
+            )
+
+        created = create_with(url_key)
         assert created.status_code == 201, created.text
         assert set(created.json()["data"]) == {id_key}
-        extra = oauth["extra"]
-        minted = session.post(
-            f"{extra['auth_host']}/v1/core/oauth/apps/{extra['client_id']}/access-token",
-            json={"clientSecret": extra["client_secret"], "userId": extra["user_id"], "scope": "write"},
-            headers={"Authorization": f"Bearer {extra['org_token']}"},
-            timeout=10,
-        )
-        assert minted.status_code == 201, minted.text
+        other_key = "downloadUrl" if url_key == "fileUrl" else "fileUrl"
+        refused = create_with(other_key)
+        assert refused.status_code == 422
+        assert any(issue.get("keys") == [other_key] for issue in refused.json()["issues"])
+        session.close()
     finally:
         process.terminate()
         process.wait(timeout=10)

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from reliability_report import record
 from upload_support import endpoints, task_instances, write_audio
 
 from airflow_provider_siro.exceptions import SiroRejectedError
@@ -82,6 +83,17 @@ def test_a_redirect_is_not_followed(siro_server, other_host, monkeypatch, endpoi
         _upload_and_create(SiroHook())
 
     message = str(raised.value)
+    record(
+        "redirects",
+        **{
+            f"{endpoint}-{status}-{hostname}": {
+                "other_requests": len(other_host.requests),
+                "other_recordings": len(other_host.recordings),
+                "credentials_sent": len(_credentials_in(other_host.requests, siro_server)),
+                "attempts": endpoints(siro_server).count(endpoint),
+            }
+        },
+    )
     assert f"returned {status}: redirect to http://{hostname}:{other_host.port}, not followed" in message
     assert QUERY not in message and "secret-part" not in message
     assert raised.value.retryable is False

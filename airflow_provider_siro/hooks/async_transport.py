@@ -11,15 +11,18 @@ from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import platform
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_siro import __version__
-from airflow_provider_siro.exceptions import SiroApiError
+
+if TYPE_CHECKING:
+    from airflow_provider_siro.compat import Logger
+
+from airflow_provider_siro.exceptions import SiroApiError, SiroRejectedError
 from airflow_provider_siro.hooks.retries import (
     RetryLater,
     acall_with_retries,
@@ -40,15 +43,15 @@ def _tls_context() -> ssl.SSLContext:
 class AsyncTransportMixin:
     """The async HTTP half of :class:`~airflow_provider_siro.hooks.siro.SiroAsyncHook` (a mixin)."""
 
-    log: logging.Logger
+    log: Logger
     _client: Any
     aget_settings: Callable[[], Awaitable[SiroConnectionSettings]]  # SiroAsyncHook's
     aget_access_token: Callable[[], Awaitable[str]]  # SiroAsyncHook's
-    _forget_token: Callable[[str | None], None]  # TokenMixin's
+    _forget_token: Callable[..., None]  # TokenMixin's
     _pace: Callable[[str, str], float]  # TransportMixin's
     rate_limiter: Any  # TransportMixin's
     _error: Callable[..., SiroApiError]  # TransportMixin's
-    _redirect_error: Callable[..., SiroApiError]  # TransportMixin's
+    _redirect_error: Callable[..., SiroRejectedError]  # TransportMixin's
 
     async def _aclient(self) -> Any:
         if self._client is None:

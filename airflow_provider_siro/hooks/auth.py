@@ -10,19 +10,21 @@ when Siro answers 401.
 from __future__ import annotations
 
 import hashlib
-import logging
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import quote
 
 from airflow_provider_siro.compat import mask_secret
 from airflow_provider_siro.exceptions import SiroApiError
 from airflow_provider_siro.hooks.settings import SiroConnectionSettings
+
+if TYPE_CHECKING:
+    from airflow_provider_siro.compat import Logger
 
 TOKEN_LIFETIME = timedelta(hours=16)
 """How long Siro's access tokens live; the mint response does not say, the docs do."""
@@ -66,8 +68,12 @@ def _cached(key: str) -> str | None:
 class TokenMixin:
     """The token half of :class:`~airflow_provider_siro.hooks.siro.SiroHook` (a mixin; not used alone)."""
 
-    settings: SiroConnectionSettings
-    log: logging.Logger
+    if TYPE_CHECKING:  # the hook's cached_property
+
+        @property
+        def settings(self) -> SiroConnectionSettings: ...
+
+    log: Logger
 
     _send: Callable[..., Any]  # TransportMixin's
     _json: Callable[..., dict[str, Any]]  # TransportMixin's

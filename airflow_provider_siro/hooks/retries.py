@@ -22,12 +22,11 @@ retry in lockstep. ``max_retries`` retries at most, after the first attempt.
 
 from __future__ import annotations
 
-import logging
 import random
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from email.utils import parsedate_to_datetime
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
 from tenacity import (
     AsyncRetrying,
@@ -39,6 +38,9 @@ from tenacity import (
 from tenacity.wait import wait_base
 
 from airflow_provider_siro.exceptions import SiroApiError
+
+if TYPE_CHECKING:
+    from airflow_provider_siro.compat import Logger
 from airflow_provider_siro.hooks.settings import SiroConnectionSettings
 
 T = TypeVar("T")
@@ -118,9 +120,7 @@ class _Wait(wait_base):
         return random.uniform(ceiling / 2, ceiling)
 
 
-def _policy(
-    settings: SiroConnectionSettings, log: logging.Logger, method: str, endpoint: str
-) -> dict[str, object]:
+def _policy(settings: SiroConnectionSettings, log: Logger, method: str, endpoint: str) -> dict[str, object]:
     def before_sleep(retry_state: RetryCallState) -> None:
         outcome = retry_state.outcome
         failure = outcome.exception() if outcome is not None else None
@@ -159,7 +159,7 @@ def _final(failure: RetryLater, attempts: int) -> SiroApiError:
 def call_with_retries(
     attempt: Callable[[], T],
     settings: SiroConnectionSettings,
-    log: logging.Logger,
+    log: Logger,
     method: str,
     endpoint: str,
 ) -> T:
@@ -181,7 +181,7 @@ def call_with_retries(
 async def acall_with_retries(
     attempt: Callable[[], Awaitable[T]],
     settings: SiroConnectionSettings,
-    log: logging.Logger,
+    log: Logger,
     method: str,
     endpoint: str,
 ) -> T:

@@ -61,15 +61,15 @@ connection forms). Add a new extra here, in the one place, or it is warned about
 
 def unknown_extras(extras: Mapping[str, Any]) -> list[str]:
     """One warning per extra the hook does not know, naming the closest known name, if any."""
-    warnings = []
+    lines = []
     for key in extras:
         name = key.removeprefix("extra__siro__")
         if name in KNOWN_EXTRAS:
             continue
         close = difflib.get_close_matches(name, KNOWN_EXTRAS, n=1, cutoff=0.6)
         hint = f"; did you mean {close[0]!r}?" if close else f"; known extras: {', '.join(KNOWN_EXTRAS)}"
-        warnings.append(f"unknown extra {key!r} is ignored{hint}")
-    return warnings
+        lines.append(f"unknown extra {key!r} is ignored{hint}")
+    return lines
 
 
 @dataclass(frozen=True)

@@ -323,15 +323,12 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
             response = self._send(
                 "GET", self.settings.api_url + endpoint, endpoint=endpoint, auth="user", params=params
             )
-            try:
-                answer = response.json()
-            except ValueError:
-                answer = None
-            items = answer.get("data") if isinstance(answer, dict) else None
+            answer = self._json(response, "GET", endpoint)
+            items = answer.get("data")
             if not isinstance(items, list):
                 raise SiroApiError("the recordings list has no data array", method="GET", endpoint=endpoint)
             yield from (item for item in items if isinstance(item, dict))
-            cursor = answer.get("cursor") if isinstance(answer, dict) else None
+            cursor = answer.get("cursor")
             if not isinstance(cursor, str) or not cursor or not items:
                 return
             params = {**params, "cursor": cursor}

@@ -10,13 +10,12 @@ connection's hosts only); every other answer becomes one of the exceptions in
 from __future__ import annotations
 
 import contextlib
-import logging
 import platform
 import threading
 import time
 from collections.abc import Callable, Iterator
 from functools import cached_property
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
@@ -37,6 +36,11 @@ from airflow_provider_siro.hooks.retries import (
 )
 from airflow_provider_siro.hooks.settings import SiroConnectionSettings
 from airflow_provider_siro.utils.rate_limit import RateLimiter
+
+if TYPE_CHECKING:
+    from requests.sessions import _Settings
+
+    from airflow_provider_siro.compat import Logger
 
 __all__ = ["RETRY_STATUSES", "USER_AGENT", "TransportMixin"]
 
@@ -77,12 +81,12 @@ class _Session(requests.Session):
 
     def __init__(self) -> None:
         super().__init__()
-        self._environment: dict[tuple[Any, ...], dict[str, Any]] = {}
+        self._environment: dict[tuple[Any, ...], _Settings] = {}
         self._environment_lock = threading.Lock()
 
     def merge_environment_settings(
         self, url: Any, proxies: Any, stream: Any, verify: Any, cert: Any
-    ) -> dict[str, Any]:
+    ) -> _Settings:
         parts = urlsplit(str(url))
         given = tuple(sorted(proxies.items())) if proxies else ()
         key = (parts.scheme, parts.netloc, given, stream, verify, repr(cert))
@@ -172,12 +176,20 @@ class TransportMixin:
     """The HTTP half of :class:`~airflow_provider_siro.hooks.siro.SiroHook` (a mixin; not used alone)."""
 
     siro_conn_id: str
-    settings: SiroConnectionSettings
-    log: logging.Logger
+    if TYPE_CHECKING:  # the hook's cached_property
+
+        @property
+        def settings(self) -> SiroConnectionSettings: ...
+
+    log: Logger
     _last_api_call: float
-    _token_key: str  # TokenMixin's
+    if TYPE_CHECKING:  # TokenMixin's
+
+        @property
+        def _token_key(self) -> str: ...
+
     get_access_token: Callable[[], str]  # TokenMixin's
-    _forget_token: Callable[[str | None], None]  # TokenMixin's
+    _forget_token: Callable[..., None]  # TokenMixin's
     _known_secrets: Callable[[], list[str | None]]  # TokenMixin's
 
     _pools: _Pools  # made in SiroHook.__init__

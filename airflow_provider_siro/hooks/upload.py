@@ -9,21 +9,23 @@ short one, and a failed PUT starts over from a re-opened source, never from a bu
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import requests
 
-from airflow_provider_siro.exceptions import SiroApiError, SiroValidationError
+from airflow_provider_siro.exceptions import SiroApiError, SiroRejectedError, SiroValidationError
 from airflow_provider_siro.hooks.redaction import mask_url_credentials, redact_url
 from airflow_provider_siro.hooks.retries import RetryLater, call_with_retries, retryable_status
 from airflow_provider_siro.hooks.settings import SiroConnectionSettings
 from airflow_provider_siro.payload import CONTENT_TYPES, check_signed_url_request
+
+if TYPE_CHECKING:
+    from airflow_provider_siro.compat import Logger
 
 SIGNED_URL_MARGIN = timedelta(seconds=30)
 """A signed URL this close to ``expiresAt`` is replaced before the PUT starts."""
@@ -70,7 +72,7 @@ class _UploadBody:
         chunk_size: int,
         progress_interval: float,
         label: str,
-        logger: logging.Logger,
+        logger: Logger,
     ) -> None:
         self._stream = stream
         self._size = size
@@ -87,11 +89,15 @@ class _UploadBody:
         started = last_report = time.monotonic()
         remaining = self._size
         read = self._stream.read
-        readinto = getattr(self._stream, "readinto", None)
+        readinto: Callable[[memoryview], int | None] | None = getattr(self._stream, "readinto", None)
         view = memoryview(bytearray(min(self._chunk_size, self._size))) if readinto else None
         while remaining:
             want = min(self._chunk_size, remaining)
-            chunk = view[: readinto(view[:want]) or 0] if view is not None else read(want)
+            chunk = (
+                view[: readinto(view[:want]) or 0]
+                if view is not None and readinto is not None
+                else read(want)
+            )
             if not chunk:
                 raise SiroValidationError(
                     "source_path",
@@ -128,13 +134,17 @@ def _human_bytes(count: float) -> str:
 class UploadMixin:
     """The upload half of :class:`~airflow_provider_siro.hooks.siro.SiroHook` (a mixin; not used alone)."""
 
-    settings: SiroConnectionSettings
-    log: logging.Logger
+    if TYPE_CHECKING:  # the hook's cached_property
+
+        @property
+        def settings(self) -> SiroConnectionSettings: ...
+
+    log: Logger
     _pools: Any  # TransportMixin's
     _send: Callable[..., requests.Response]  # TransportMixin's
     _error: Callable[..., SiroApiError]  # TransportMixin's
     _json: Callable[..., dict[str, Any]]  # TransportMixin's
-    _redirect_error: Callable[..., SiroApiError]  # TransportMixin's
+    _redirect_error: Callable[..., SiroRejectedError]  # TransportMixin's
 
     def get_signed_urls(self, file_type: str, file_size: int) -> SignedUpload:
         """Ask Siro where to PUT ``file_size`` bytes of ``file_type`` audio (step 1 of an upload)."""
@@ -184,7 +194,9 @@ class UploadMixin:
             with self._pools.lease() as session:
                 response = session.put(
                     signed.upload_url,
-                    data=body,
+                    data=cast(
+                        "Iterable[bytes]", body
+                    ),  # its chunks are bytes or memoryviews; requests sends both
                     headers=headers,
                     timeout=(min(10.0, settings.timeout), settings.timeout),
                     allow_redirects=False,  # the audio goes where Siro signed, nowhere else

@@ -235,7 +235,7 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
         return recording_id
 
     # ------------------------------------------------------------------ waiting for processing
-    def _show_flags(self) -> dict[str, bool]:
+    def _show_flags(self) -> dict[str, Any]:  # bools, passed on as keyword arguments
         return {
             "show_summary": self.show_summary,
             "show_entity_extractions": self.show_entity_extractions,

@@ -26,7 +26,13 @@ from airflow_provider_siro.exceptions import (
     fail_now_unless_retryable,
 )
 from airflow_provider_siro.links.siro import SiroRecordingLink
-from airflow_provider_siro.triggers.siro import SiroRecordingTrigger, describe, gone_error, is_processed
+from airflow_provider_siro.triggers.siro import (
+    SiroRecordingsTrigger,
+    SiroRecordingTrigger,
+    describe,
+    gone_error,
+    is_processed,
+)
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -176,7 +182,7 @@ class SiroRecordingSensor(BaseSensorOperator):
         if first:
             return first.xcom_value
         self.defer(
-            trigger=SiroRecordingTrigger(
+            trigger=SiroRecordingsTrigger(
                 recording_ids=recording_ids,
                 siro_conn_id=self.siro_conn_id,
                 end_time=time.time() + self.timeout,
@@ -255,7 +261,8 @@ class SiroRecordingSensor(BaseSensorOperator):
         message = str(event.get("message", ""))
         if status == "success":
             self.log.info(message)
-            return event["recordings"] if "recordings" in event else event["recording"]
+            result: dict[str, Any] = event["recordings"] if "recordings" in event else event["recording"]
+            return result
         if status == "failed":
             raise SiroRecordingFailedError(recording_id, message)
         if status == "timeout":

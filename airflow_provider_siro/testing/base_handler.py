@@ -11,10 +11,13 @@ import contextlib
 import json
 import socket
 from http.server import BaseHTTPRequestHandler
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_siro.testing.faults import Fault
 from airflow_provider_siro.testing.protocol import ServerState
+
+if TYPE_CHECKING:
+    from typing_extensions import TypeIs
 
 KEEP_BYTES_UP_TO = 1024 * 1024
 READ_CHUNK = 1024 * 1024
@@ -32,6 +35,16 @@ class BaseHandler(BaseHTTPRequestHandler):
     disable_nagle_algorithm = True
     timeout = 120
     server_state: ServerState
+    _status: int | None
+    """The answer's status, for the request log (None: the connection was dropped)."""
+
+    def _dispatch(self, method: str) -> None:
+        """Route one request; the server's handler class does (``handler._Handler``)."""
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        """Write the request to the server's log; the server's handler class does."""
+        raise NotImplementedError
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: the default access log would print signed URLs' query strings."""
@@ -133,7 +146,7 @@ class BaseHandler(BaseHTTPRequestHandler):
             self._error(400, "Invalid JSON body")
             return False, None
 
-    def _refused(self, problem: Any) -> bool:
+    def _refused(self, problem: object) -> TypeIs[tuple[int, str]]:
         """True once an auth check's ``(status, message)`` has been answered; False if it passed."""
         if isinstance(problem, tuple):
             self._error(*problem)

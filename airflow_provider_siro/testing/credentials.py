@@ -51,7 +51,16 @@ class CredentialsMixin:
     client_id: str
     client_secret: str
     user_id: str
-    url: str
+
+    @property
+    def url(self) -> str:
+        """The server's base URL (``OfflineSiro.url``)."""
+        raise NotImplementedError
+
+    @property
+    def auth_url(self) -> str:
+        """The org API's base URL (``OfflineSiro.auth_url``)."""
+        raise NotImplementedError
 
     def _new_token(self, user_id: str, scope: str) -> tuple[str, str]:
         token, token_id = secrets.token_urlsafe(32), f"tok_{secrets.token_hex(6)}"

@@ -55,11 +55,11 @@ class _Handler(OrgEndpoints, RecordingEndpoints, StorageEndpoints):
                 endpoint, match = name, found
                 break
         headers = Headers(self.headers.items())
-        self._status: int | None = None
+        self._status = None
         self._json: Any = None
         self._body_size = 0
         fault = siro._take_fault(endpoint) if endpoint != "unknown" else None
-        self._pending: RecordedRequest | None = RecordedRequest(
+        self._pending = RecordedRequest(
             endpoint=endpoint,
             method=method,
             path=path,

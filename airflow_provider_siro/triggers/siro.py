@@ -80,12 +80,7 @@ class SiroRecordingTrigger(BaseTrigger):
     * ``timeout``: the recording was still being processed at ``end_time``.
     * ``error``: Siro could not be asked (after the hook's retries) or refused the read.
 
-    With ``recording_ids`` it waits for all of them, reading each until it is processed: ``success``
-    then carries ``recordings`` (``{recording ID: data object}``) instead of ``recording``, and the
-    first recording that fails or is gone fires ``failed`` naming it in ``recording_id``.
-
     :param recording_id: the recording to wait for.
-    :param recording_ids: instead of ``recording_id``: many recordings, in one trigger.
     :param siro_conn_id: the ``siro`` connection to read it with.
     :param end_time: when to give up, in seconds since the epoch (``time.time()``). An absolute time,
         so that a trigger restarted on another triggerer keeps the original deadline.
@@ -97,20 +92,16 @@ class SiroRecordingTrigger(BaseTrigger):
 
     def __init__(
         self,
-        recording_id: str | None = None,
-        siro_conn_id: str = "siro_default",
-        end_time: float = 0.0,
+        recording_id: str,
+        siro_conn_id: str,
+        end_time: float,
         poll_interval: float = 60.0,
         show_summary: bool = False,
         show_entity_extractions: bool = False,
         show_crm_opportunities: bool = False,
-        recording_ids: list[str] | None = None,
     ) -> None:
-        super().__init__()
-        if (recording_id is None) == (recording_ids is None):
-            raise ValueError("SiroRecordingTrigger: give exactly one of recording_id and recording_ids")
-        self.recording_ids = list(recording_ids) if recording_ids is not None else None
-        self.recording_id = recording_id if recording_id is not None else ",".join(self.recording_ids or [])
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ has no annotations
+        self.recording_id = recording_id
         self.siro_conn_id = siro_conn_id
         self.end_time = float(end_time)
         self.poll_interval = float(poll_interval)
@@ -123,11 +114,7 @@ class SiroRecordingTrigger(BaseTrigger):
         return (
             "airflow_provider_siro.triggers.siro.SiroRecordingTrigger",
             {
-                **(
-                    {"recording_ids": self.recording_ids}
-                    if self.recording_ids is not None
-                    else {"recording_id": self.recording_id}
-                ),
+                "recording_id": self.recording_id,
                 "siro_conn_id": self.siro_conn_id,
                 "end_time": self.end_time,
                 "poll_interval": self.poll_interval,
@@ -144,10 +131,7 @@ class SiroRecordingTrigger(BaseTrigger):
         hooks = await asyncio.to_thread(importlib.import_module, "airflow_provider_siro.hooks.siro")
         hook = hooks.SiroAsyncHook(siro_conn_id=self.siro_conn_id)
         try:
-            if self.recording_ids is None:
-                yield TriggerEvent(await self._wait(hook))
-            else:
-                yield TriggerEvent(await self._wait_all(hook, self.recording_ids))
+            yield TriggerEvent(await self._wait(hook))
         finally:
             await hook.aclose()
 
@@ -193,8 +177,55 @@ class SiroRecordingTrigger(BaseTrigger):
     def _event(self, status: str, message: str, **extra: Any) -> dict[str, Any]:
         return {"status": status, "recording_id": self.recording_id, "message": message, **extra}
 
-    async def _wait_all(self, hook: Any, recording_ids: list[str]) -> dict[str, Any]:
-        """Many recordings: read each pending one per round until all are processed."""
+
+class SiroRecordingsTrigger(SiroRecordingTrigger):
+    """
+    Fire once every one of many Siro recordings is processed, or one has failed or is gone, or time
+    is up: one trigger (one poll loop, one client) for a whole batch.
+
+    Each round reads every recording not processed yet. Events are those of
+    :class:`SiroRecordingTrigger`, except that ``success`` carries ``recordings``
+    (``{recording ID: data object}``, in the order given) instead of ``recording``, and ``failed`` /
+    ``error`` name the recording concerned in ``recording_id``.
+
+    :param recording_ids: the recordings to wait for.
+
+    The other parameters are :class:`SiroRecordingTrigger`'s.
+    """
+
+    def __init__(
+        self,
+        recording_ids: list[str],
+        siro_conn_id: str,
+        end_time: float,
+        poll_interval: float = 60.0,
+        show_summary: bool = False,
+        show_entity_extractions: bool = False,
+        show_crm_opportunities: bool = False,
+    ) -> None:
+        super().__init__(
+            ",".join(recording_ids),
+            siro_conn_id,
+            end_time,
+            poll_interval,
+            show_summary,
+            show_entity_extractions,
+            show_crm_opportunities,
+        )
+        self.recording_ids = list(recording_ids)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Classpath and keyword arguments, stored in the metadata DB and read by the triggerer."""
+        _, kwargs = super().serialize()
+        del kwargs["recording_id"]
+        return "airflow_provider_siro.triggers.siro.SiroRecordingsTrigger", {
+            "recording_ids": self.recording_ids,
+            **kwargs,
+        }
+
+    async def _wait(self, hook: Any) -> dict[str, Any]:
+        """Read each pending recording per round until all are processed."""
+        recording_ids = self.recording_ids
         done: dict[str, Any] = {}
         polls = 0
         while True:

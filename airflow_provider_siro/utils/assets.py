@@ -57,7 +57,7 @@ def siro_asset(name: str = "recordings", host: str = DEFAULT_HOST, **kwargs: Any
         from airflow.sdk import Asset
 
         return Asset(uri=uri, **kwargs)
-    from airflow.datasets import Dataset
+    from airflow.datasets import Dataset  # type: ignore[import-not-found,unused-ignore]
 
     return Dataset(uri=uri, **kwargs)
 

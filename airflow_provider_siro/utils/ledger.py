@@ -127,7 +127,8 @@ class _ObjectStore:
 
     def read(self, rel: str) -> bytes | None:
         try:
-            return self.fs.cat_file(self._path(rel))
+            data: bytes = self.fs.cat_file(self._path(rel))
+            return data
         except FileNotFoundError:
             return None
 
@@ -314,7 +315,8 @@ class UploadLedger:
         try would wait ``claim_timeout`` for itself.
         """
         try:
-            return json.loads(self.store.read(claim.name) or b"").get("nonce") == nonce
+            found: bool = json.loads(self.store.read(claim.name) or b"").get("nonce") == nonce
+            return found
         except (ValueError, AttributeError):
             return False
 
@@ -403,6 +405,6 @@ def ledger_for(ledger_path: Any, conn_id: str | None, context: Any) -> UploadLed
     path = check_text("ledger_path", ledger_path, if_empty="give a folder or URL, or None for no ledger")
     ti = context.get("ti") if context else None
     owner = ""
-    if hasattr(ti, "run_id"):
+    if ti is not None and hasattr(ti, "run_id"):
         owner = f"{ti.dag_id}/{ti.run_id}/{ti.task_id}[{ti.map_index}] try {ti.try_number}"
     return UploadLedger(path, conn_id, owner=owner)

@@ -109,7 +109,7 @@ def _facet_classes() -> tuple[type, type]:
     from airflow.providers.common.compat.openlineage.facet import DatasetFacet, RunFacet
 
     @attrs.define
-    class SiroRecordingDatasetFacet(DatasetFacet):  # type: ignore[misc]
+    class SiroRecordingDatasetFacet(DatasetFacet):
         """A Siro recording: its title, file type and size in bytes."""
 
         title: str | None = attrs.field(default=None)
@@ -117,7 +117,7 @@ def _facet_classes() -> tuple[type, type]:
         sizeBytes: int | None = attrs.field(default=None)
 
     @attrs.define
-    class SiroUploadSummaryRunFacet(RunFacet):  # type: ignore[misc]
+    class SiroUploadSummaryRunFacet(RunFacet):
         """A bulk upload larger than the datasets listed: how many recordings, how many listed."""
 
         recordings: int = attrs.field(default=0)

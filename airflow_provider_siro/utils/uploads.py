@@ -23,6 +23,7 @@ from airflow_provider_siro.utils.ledger import Claim, UploadLedger
 from airflow_provider_siro.utils.sources import Source
 
 if TYPE_CHECKING:
+    from airflow_provider_siro.compat import Logger
     from airflow_provider_siro.hooks.siro import SiroHook
 
 
@@ -38,7 +39,7 @@ def upload_source(
     source: Source,
     fields: RecordingFields,
     ledger: UploadLedger | None,
-    log: logging.Logger,
+    log: Logger,
     *,
     announce: bool = True,
 ) -> Uploaded:
@@ -122,7 +123,7 @@ def upload_source(
 class _Progress:
     """Files done, bytes, rate and ETA across a batch, logged on a clock (and at the end)."""
 
-    def __init__(self, total_files: int, total_bytes: int, interval: float, log: logging.Logger) -> None:
+    def __init__(self, total_files: int, total_bytes: int, interval: float, log: Logger) -> None:
         self.total_files, self.total_bytes = total_files, total_bytes
         self.interval, self.log = interval, log
         self.files = self.reused = self.failed = self.bytes = 0
@@ -177,7 +178,7 @@ def upload_many(
     work: Sequence[tuple[Source, RecordingFields]],
     ledger: UploadLedger | None,
     width: int,
-    log: logging.Logger,
+    log: Logger,
     progress_interval: float,
 ) -> tuple[dict[str, str], dict[str, BaseException]]:
     """Upload every source on ``width`` threads through ``hook``.
@@ -186,8 +187,8 @@ def upload_many(
     """
     progress = _Progress(len(work), sum(source.size for source, _ in work), progress_interval, log)
 
-    def one(item: object) -> Uploaded:
-        source, fields = item  # type: ignore[misc]
+    def one(item: tuple[Source, RecordingFields]) -> Uploaded:
+        source, fields = item
         try:
             uploaded = upload_source(hook, source, fields, ledger, log, announce=False)
         except Exception as exc:
