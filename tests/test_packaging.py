@@ -131,10 +131,22 @@ def test_classifiers_and_keywords(wheel_metadata: Message):
 
 
 def _imported_top_level_modules() -> dict[str, list[str]]:
-    """Every top-level module the package's source imports (at any depth), with where."""
+    """Every top-level module the package's source imports at run time (at any depth), with where;
+    imports under ``if TYPE_CHECKING:`` are for the type checker only and need no installed package."""
     found: dict[str, list[str]] = {}
     for path in sorted(PACKAGE.rglob("*.py")):
-        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        tree = ast.parse(path.read_text(), str(path))
+        type_only = {
+            id(inner)
+            for node in ast.walk(tree)
+            if isinstance(node, ast.If)
+            and ast.unparse(node.test) in {"TYPE_CHECKING", "typing.TYPE_CHECKING"}
+            for statement in node.body
+            for inner in ast.walk(statement)
+        }
+        for node in ast.walk(tree):
+            if id(node) in type_only:
+                continue
             if isinstance(node, ast.Import):
                 names = [alias.name for alias in node.names]
             elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
