@@ -23,31 +23,28 @@ AIRFLOW32_VERSION ?= 3.2.2
 AIRFLOW32_RELEASED ?= 2026-05-30
 COMMON_COMPAT_RELEASED ?= 2026-12-04
 SMOKE_STAMPS := $(foreach line,$(SMOKE_LINES),.venv-airflow$(line)/.installed-stamp)
-WHEEL_STAMP := .build/wheel/.built-stamp
-PACKAGE_FILES := $(shell find airflow_provider_siro -name '*.py' -o -name py.typed) pyproject.toml README.md
+# make dist: the wheel and sdist in dist/, rebuilt when the package's files change.
+DIST_STAMP := dist/.built-stamp
+PACKAGE_FILES := $(shell find airflow_provider_siro -name '*.py' -o -name py.typed) pyproject.toml README.md LICENSE NOTICE MANIFEST.in \
+	CHANGELOG.md $(wildcard docs/*) $(wildcard example_dags/*.py)
 
-.PHONY: demo test lint docs bench reliability siro-server clean
+.PHONY: demo test lint docs dist bench reliability siro-server clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip uv
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --upgrade pip 'uv>=0.8'
+	$(BIN)/uv pip install --quiet --python $(BIN)/python -e . --group dev
 	@touch $(STAMP)
 
 $(STAMP2): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV2)
-	$(VENV2)/bin/python -m pip install --quiet --upgrade pip uv
-	$(VENV2)/bin/uv pip install --quiet --python $(VENV2)/bin/python -e '.[test]' 'apache-airflow==$(AIRFLOW2_VERSION)'
+	$(VENV2)/bin/python -m pip install --quiet --upgrade pip 'uv>=0.8'
+	$(VENV2)/bin/uv pip install --quiet --python $(VENV2)/bin/python -e . --group test 'apache-airflow==$(AIRFLOW2_VERSION)'
 	@touch $(STAMP2)
 
-$(WHEEL_STAMP): $(PACKAGE_FILES) $(STAMP)
-	rm -rf .build/wheel
-	$(BIN)/uv build --quiet --wheel --out-dir .build/wheel
-	@touch $@
-
-.venv-airflow%/.installed-stamp: $(WHEEL_STAMP)
+.venv-airflow%/.installed-stamp: $(DIST_STAMP)
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv .venv-airflow$*
 	.venv-airflow$*/bin/python -m pip install --quiet --upgrade pip uv
@@ -55,18 +52,18 @@ $(WHEEL_STAMP): $(PACKAGE_FILES) $(STAMP)
 		--exclude-newer $(AIRFLOW$*_RELEASED) \
 		--exclude-newer-package apache-airflow-providers-common-compat=$(COMMON_COMPAT_RELEASED) \
 		--reinstall-package airflow-provider-siro \
-		.build/wheel/*.whl 'apache-airflow==$(AIRFLOW$*_VERSION)' 'pytest>=8'
+		dist/*.whl 'apache-airflow==$(AIRFLOW$*_VERSION)' 'pytest>=8'
 	@touch $@
 
 demo: $(STAMP)
 	$(BIN)/python dev/demo.py
 
-test: $(STAMP) $(STAMP2) $(SMOKE_STAMPS) lint docs
+test: $(STAMP) $(STAMP2) $(SMOKE_STAMPS) lint docs dist
 	@mkdir -p .build
 	@echo "== make test, leg 1 of 5: the whole suite on Airflow $$($(BIN)/python -c 'from importlib.metadata import version; print(version("apache-airflow"))')"
-	set -o pipefail; $(BIN)/python -m pytest 2>&1 | tee .build/test-airflow3.log
+	set -o pipefail; SIRO_DIST_DIR=$(CURDIR)/dist $(BIN)/python -m pytest 2>&1 | tee .build/test-airflow3.log
 	@echo "== make test, leg 2 of 5: the whole suite on Airflow $$($(VENV2)/bin/python -c 'from importlib.metadata import version; print(version("apache-airflow"))')"
-	set -o pipefail; $(VENV2)/bin/python -m pytest 2>&1 | tee .build/test-airflow2.log
+	set -o pipefail; SIRO_DIST_DIR=$(CURDIR)/dist $(VENV2)/bin/python -m pytest 2>&1 | tee .build/test-airflow2.log
 	@leg=3; for line in $(SMOKE_LINES); do \
 		echo "== make test, leg $$leg of 5: the built wheel on Airflow $$(.venv-airflow$$line/bin/python -c 'from importlib.metadata import version; print(version("apache-airflow"))') (tests/test_smoke.py)"; \
 		set -o pipefail; SIRO_TESTS_FROM_WHEEL=1 .venv-airflow$$line/bin/python -P -m pytest tests/test_smoke.py 2>&1 \
@@ -86,6 +83,17 @@ docs: $(STAMP)
 	$(BIN)/python -m sphinx -W --keep-going -E -q -b html docs .build/docs
 	@echo "Documentation: .build/docs/index.html"
 
+# The wheel and sdist in dist/, built by `python -m build` (the sdist, then the wheel from it), then
+# `twine check`; tests/test_packaging.py checks them and the Airflow-version smoke legs install this wheel.
+dist: $(DIST_STAMP)
+
+$(DIST_STAMP): $(PACKAGE_FILES) $(STAMP)
+	rm -rf dist
+	@mkdir -p .build
+	$(BIN)/python -m build --installer uv --outdir dist . > .build/dist.log 2>&1 || (cat .build/dist.log; exit 1)
+	$(BIN)/python -m twine check --strict dist/*.whl dist/*.tar.gz
+	@touch $@
+
 bench: $(STAMP)
 	$(BIN)/python dev/bench.py
 	$(BIN)/python dev/bench_bulk.py
@@ -95,7 +103,7 @@ reliability: $(STAMP)
 	$(BIN)/python dev/reliability.py
 
 siro-server: $(STAMP)
-	$(BIN)/python -m airflow_provider_siro.testing.server
+	$(BIN)/python -m airflow_provider_siro.testing serve
 
 clean:
-	rm -rf $(VENV) $(VENV2) $(foreach line,$(SMOKE_LINES),.venv-airflow$(line)) .build build
+	rm -rf $(VENV) $(VENV2) $(foreach line,$(SMOKE_LINES),.venv-airflow$(line)) .build build dist

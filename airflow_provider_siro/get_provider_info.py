@@ -95,13 +95,24 @@ CONN_FIELDS: dict[str, Any] = {
 }
 
 
+SIRO_ASSET_URIS: dict[str, Any] = {
+    "schemes": ["siro"],
+    "handler": "airflow_provider_siro.utils.assets.sanitize_uri",
+    "factory": "airflow_provider_siro.utils.assets.create_asset",
+    "to_openlineage_converter": "airflow_provider_siro.utils.assets.convert_asset_to_openlineage",
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider's hooks, operators, sensors, triggers, links and connection form."""
     return {
         "package-name": "airflow-provider-siro",
         "name": "Siro",
-        "description": "Upload call recordings to `Siro <https://siro.ai>`__ and wait for their analysis.",
-        "versions": ["0.1.0"],
+        # Plain text: Airflow 3's Providers page shows it as text and links bare URLs, so reStructuredText
+        # link markup would show as "https://siro.aiand wait...". The version and the documentation link
+        # come from the package's metadata (its version and its "Documentation" Project-URL).
+        "description": "Upload call recordings to Siro, the conversation-intelligence platform, "
+        "and wait for their analysis.",
         "integrations": [
             {
                 "integration-name": "Siro",
@@ -122,6 +133,10 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": "Siro", "python-modules": ["airflow_provider_siro.sensors.siro"]}],
         "triggers": [{"integration-name": "Siro", "python-modules": ["airflow_provider_siro.triggers.siro"]}],
         "extra-links": ["airflow_provider_siro.links.siro.SiroRecordingLink"],
+        # siro://<API host>/<name>: the asset an upload's event names (docs/lineage.rst). Airflow 3
+        # reads asset-uris, Airflow 2.11 dataset-uris.
+        "asset-uris": [SIRO_ASSET_URIS],
+        "dataset-uris": [SIRO_ASSET_URIS],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_siro.hooks.siro.SiroHook",

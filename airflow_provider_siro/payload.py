@@ -294,22 +294,30 @@ class RecordingFields:
             (``discoverable``, ``result``) is set: sending it would be refused, dropping it would
             silently lose what the DAG asked for.
         """
-        if api not in API_FORMATS:
-            raise SiroValidationError("api_fields", f"must be one of {', '.join(API_FORMATS)}, got {api!r}")
+        self.check_format(api)
         names = WIRE_NAMES[api]
-        missing = [arg for arg in self.values if arg not in names]
-        if missing:
-            raise SiroValidationError(
-                missing[0],
-                "is a field of Siro's current API only, and the connection is pinned to its original field "
-                "names (extra api_fields=original): unset it, or set api_fields to auto or current",
-            )
         body: dict[str, Any] = {
             URL_FIELD[api]: check_url("download_url", download_url),
             "fileType": self.file_type,
         }
         body.update({names[arg]: value for arg, value in self.values.items()})
         return body
+
+    def check_format(self, api: str) -> None:
+        """Raise unless every field that is set exists in wire format ``api``.
+
+        :raises SiroValidationError: naming ``api_fields`` for an unknown format, or the first field
+            the format lacks (``discoverable`` and ``result`` in ``original``).
+        """
+        if api not in API_FORMATS:
+            raise SiroValidationError("api_fields", f"must be one of {', '.join(API_FORMATS)}, got {api!r}")
+        missing = [arg for arg in self.values if arg not in WIRE_NAMES[api]]
+        if missing:
+            raise SiroValidationError(
+                missing[0],
+                "is a field of Siro's current API only, and the connection is pinned to its original field "
+                "names (extra api_fields=original): unset it, or set api_fields to auto or current",
+            )
 
     @property
     def user(self) -> str:

@@ -1213,7 +1213,7 @@ def test_the_server_package_has_no_import_cycle():
 def test_cli_prints_a_working_connection(api, url_key, id_key):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout is a pipe, as in CI
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_siro.testing.server", "--port", "0", "--api", api],
+        [sys.executable, "-m", "airflow_provider_siro.testing", "serve", "--port", "0", "--api", api],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,

@@ -29,7 +29,7 @@ from airflow_provider_siro.exceptions import (
     SiroRejectedError,
     SiroValidationError,
 )
-from airflow_provider_siro.hooks.async_transport import AsyncTransportMixin
+from airflow_provider_siro.hooks.async_transport import AsyncTransportMixin, _ResponseView
 from airflow_provider_siro.hooks.auth import TOKEN_LIFETIME, TOKEN_REFRESH_MARGIN, TokenMixin
 from airflow_provider_siro.hooks.redaction import MASKED_SIGNATURES_PER_PROCESS, mask_url_credentials
 from airflow_provider_siro.hooks.settings import (
@@ -41,7 +41,7 @@ from airflow_provider_siro.hooks.settings import (
     SiroConnectionSettings,
     read_settings,
 )
-from airflow_provider_siro.hooks.transport import RETRY_STATUSES, USER_AGENT, TransportMixin
+from airflow_provider_siro.hooks.transport import RETRY_STATUSES, USER_AGENT, TransportMixin, _Pools
 from airflow_provider_siro.hooks.upload import SIGNED_URL_MARGIN, SignedUpload, UploadMixin
 from airflow_provider_siro.payload import RecordingFields, recording_id_from, rejects_field_name
 
@@ -128,6 +128,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         super().__init__(**kwargs)
         self.siro_conn_id = siro_conn_id
         self._last_api_call = 0.0
+        self._pools = _Pools()
 
     # ------------------------------------------------------------------ connection form
     @classmethod
@@ -166,7 +167,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
     @cached_property
     def settings(self) -> SiroConnectionSettings:
         """The connection, read once and validated. Secrets are masked here, before anything logs."""
-        return read_settings(self.siro_conn_id, self.get_connection(self.siro_conn_id))
+        return read_settings(self.siro_conn_id, self.get_connection(self.siro_conn_id), warn=self.log.warning)
 
     # ------------------------------------------------------------------ API calls
     def create_recording(self, download_url: str, fields: RecordingFields) -> str:
@@ -227,6 +228,34 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
                 _NEGOTIATED.setdefault(key, api)
         return recording_id
 
+    def check_create_fields(self, fields: RecordingFields) -> None:
+        """Refuse, before any audio moves, a field the create's wire format cannot carry.
+
+        The format is the pinned one (``api_fields`` ``current`` or ``original``), or the one this
+        process learnt for the connection; with ``auto`` and nothing learnt yet, every field may still go
+        out in the current format, so nothing is refused here.
+
+        :raises SiroValidationError: naming the field (``discoverable`` or ``result``).
+        """
+        settings = self.settings
+        if settings.api_fields != "auto":
+            fields.check_format(settings.api_fields)
+            return
+        with _NEGOTIATED_LOCK:
+            known = _NEGOTIATED.get((self.siro_conn_id, settings.api_url))
+        if known is not None:
+            try:
+                fields.check_format(known)
+            except SiroValidationError as exc:
+                raise self._learnt_format_error(exc.field) from None
+
+    def _learnt_format_error(self, field: str) -> SiroValidationError:
+        return SiroValidationError(
+            field,
+            f"is a field of Siro's current API only, and Siro at {self.settings.api_url} refused the current "
+            "field names: it speaks the original ones, which cannot carry it. Unset it for this Siro.",
+        )
+
     def _create_body(
         self, download_url: str, fields: RecordingFields, api: str, *, learnt: bool
     ) -> dict[str, Any]:
@@ -236,12 +265,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         except SiroValidationError as exc:
             if not learnt or exc.field == "download_url":
                 raise
-            raise SiroValidationError(
-                exc.field,
-                f"is a field of Siro's current API only, and Siro at {self.settings.api_url} refused the "
-                "current field names: it speaks the original ones, which cannot carry it. Unset it for this "
-                "Siro.",
-            ) from None
+            raise self._learnt_format_error(exc.field) from None
 
     def _post_create(self, body: dict[str, Any]) -> str:
         """Send one create call and read the recording ID from ``data.recordingId`` or ``data.id``."""
@@ -250,10 +274,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         response = self._send(
             "POST", self.settings.api_url + endpoint, endpoint=endpoint, auth="user", json=body, create=True
         )
-        try:
-            recording_id = recording_id_from(response.json())
-        except ValueError:
-            recording_id = None
+        recording_id = recording_id_from(self._json(response, "POST", endpoint, create=True))
         if recording_id is None:
             raise SiroAmbiguousCreateError(
                 f"Siro answered {response.status_code} without a recording id; the recording may exist",
@@ -329,7 +350,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         response = self._send(
             "GET", self.settings.api_url + endpoint, endpoint=endpoint, auth="user", params=params or None
         )
-        data = (response.json() or {}).get("data")
+        data = self._json(response, "GET", endpoint).get("data")
         if not isinstance(data, dict):
             raise SiroApiError("the recording response has no data object", method="GET", endpoint=endpoint)
         return data
@@ -342,7 +363,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
             )
         endpoint = "/v1/core/integrations/connections"
         response = self._send("GET", self.settings.auth_url + endpoint, endpoint=endpoint, auth="org")
-        data = (response.json() or {}).get("data")
+        data = self._json(response, "GET", endpoint).get("data")
         return list(data) if isinstance(data, list) else []
 
     def recording_url(self, recording_id: str) -> str:
@@ -388,9 +409,9 @@ class SiroAsyncHook(AsyncTransportMixin, SiroHook):
       worker thread (both may wait on the Airflow supervisor, a secrets backend or the org API, and
       both happen rarely: once per hook, and once per 16 hours per token);
     * API calls go through an ``httpx.AsyncClient`` (httpx ships with Airflow, and is imported only
-      here, so DAG files that merely name a sensor do not pay for it), with the same backoff on 429,
-      502, 503, 504 and network errors, ``Retry-After`` honoured up to ``max_retry_wait``, and one
-      fresh token after a 401.
+      here, so DAG files that merely name a sensor do not pay for it), under the same retry policy
+      (:mod:`~airflow_provider_siro.hooks.retries`: 429, 5xx and network errors, ``Retry-After``
+      honoured up to ``max_retry_wait``), one fresh token after a 401, and no redirect followed.
 
     Call :meth:`aclose` when done (a trigger does so in ``finally``).
 
@@ -429,10 +450,7 @@ class SiroAsyncHook(AsyncTransportMixin, SiroHook):
         response = await self._asend(
             "GET", settings.api_url + endpoint, endpoint=endpoint, params=params or None
         )
-        try:
-            data = (response.json() or {}).get("data")
-        except (ValueError, AttributeError):
-            data = None
+        data = self._json(_ResponseView(response), "GET", endpoint).get("data")
         if not isinstance(data, dict):
             raise SiroApiError("the recording response has no data object", method="GET", endpoint=endpoint)
         return data

@@ -20,6 +20,7 @@ from typing import IO, TYPE_CHECKING, Any
 
 from airflow_provider_siro.compat import BaseOperator
 from airflow_provider_siro.exceptions import SiroValidationError
+from airflow_provider_siro.operators.lineage import SiroLineageMixin
 from airflow_provider_siro.payload import RECORDING_FIELD_ARGS
 
 if TYPE_CHECKING:
@@ -89,7 +90,7 @@ def stoppable(source: Source, stop: threading.Event) -> Source:
     return dataclasses.replace(source, opener=open_stoppable)
 
 
-class SiroUploadBaseOperator(BaseOperator):
+class SiroUploadBaseOperator(SiroLineageMixin, BaseOperator):
     """
     What the Siro upload operators share; not used in DAGs directly.
 

@@ -124,6 +124,8 @@ class SiroUploadRecordingsOperator(SiroUploadBaseOperator):
         ledger = self._ledger(context, self.source_conn_id)
         hook = self.hook
         settings = self._upload_settings()
+        for _source, fields in work:  # a field the connection's wire format lacks: before any upload
+            hook.check_create_fields(fields)
         hook.size_pool(2 * width)  # each thread may hold an API and a storage connection
         self.log.info("Uploading %d files to Siro, %d at a time", len(work), width)
         ids, failures = upload_many(
@@ -131,6 +133,8 @@ class SiroUploadRecordingsOperator(SiroUploadBaseOperator):
         )
         if failures:
             context["ti"].xcom_push(key="recording_ids", value=ids)
+        done = [self._uploaded(ids[s.given], s.location, f, s.size) for s, f in work if s.given in ids]
+        self._report_uploads(context, done, settings.api_url)
         self._raise_if_stopped(len(ids), len(work))
         raise_for_failures(failures, len(work), with_ledger=ledger is not None)
         return ids

@@ -194,12 +194,18 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
         fields, _file_type = self.validate_inputs()
         hook = self.hook
         self._upload_settings()
+        hook.check_create_fields(fields)  # a field the connection's wire format lacks: before any upload
         recording_id = self._remembered_recording(context)
         if recording_id is not None:
             self.log.info(
                 "Siro recording %s was created by an earlier try of this task (task state store); "
                 "not uploading again",
                 recording_id,
+            )
+            given = urlsplit(str(self.source_path or self.download_url))
+            origin, size = (
+                f"{given.scheme}://{given.netloc}{given.path}" if given.scheme else given.path,
+                None,
             )
         elif self.source_path is not None:
             from airflow_provider_siro.utils.sources import locate_source
@@ -214,6 +220,7 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
                 future = pool.submit(upload_source, hook, source, fields, ledger, self.log)
                 try:
                     recording_id = future.result().recording_id
+                    origin, size = source.location, source.size
                 except BaseException:
                     if not future.done() and self._stop is not None:
                         self._stop.set()  # interrupted here: stop the transfer, then wait for the thread
@@ -223,6 +230,7 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
             download_url = str(self.download_url)
             parts = urlsplit(download_url)
             recording_id = hook.create_recording(download_url, fields)
+            origin, size = f"{parts.scheme}://{parts.netloc}{parts.path}", None
             self.log.info(
                 "Created Siro recording %s for %s from %s://%s%s in %.1f s",
                 recording_id,
@@ -234,6 +242,9 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
             )
         self._remember_recording(context, recording_id)
         SiroRecordingLink.persist(context=context, operator=self, recording_id=recording_id)
+        self._report_uploads(
+            context, [self._uploaded(recording_id, origin, fields, size)], hook.settings.api_url
+        )
         if self.wait_for_completion:
             try:
                 self._wait(context, recording_id)
@@ -322,6 +333,7 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
         message = str(event.get("message", ""))
         if status == "success":
             self._processed(context, recording_id, event["recording"])
+            self._report_resumed(context, recording_id)
             return recording_id
         if status == "failed":
             raise SiroRecordingFailedError(recording_id, message)

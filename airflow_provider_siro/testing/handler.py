@@ -89,6 +89,18 @@ class _Handler(OrgEndpoints, RecordingEndpoints, StorageEndpoints):
             entry.json, entry.body_size, entry.status = self._json, self._body_size, self._status
             self.server_state._record(entry)
 
+    def _send_answer(self, status: int, data: bytes, content_type: str, extra: dict[str, str]) -> None:
+        """Answer a redirect, echo or raw-body fault (see :meth:`Fault.answer`)."""
+        self._status = status
+        self._commit()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
+
     def _handle(
         self,
         endpoint: str,
@@ -119,6 +131,10 @@ class _Handler(OrgEndpoints, RecordingEndpoints, StorageEndpoints):
                     self._raw = self._read_body()
                     self._body_size = len(self._raw)
                     self._parse_json_quietly()
+                answer = fault.answer(headers, getattr(self, "_raw", b""))
+                if answer is not None:
+                    self._send_answer(fault.status, *answer)
+                    return
                 message = fault.body if fault.body is not None else {"error": f"Injected {fault.status}"}
                 self._send(fault.status, message, retry_after=fault.retry_after)
                 return

@@ -76,7 +76,7 @@ class RecordingEndpoints(BaseHandler):
         if not ok:
             return
         user = siro._user(headers, write=True)
-        if self._refused(user):
+        if self._refused(user) or isinstance(user, tuple):
             return
         issues = validate_shape(body, ["fileType", "fileSize"], {"fileType": "enum", "fileSize": "int"})
         if isinstance(body, dict):
@@ -126,7 +126,7 @@ class RecordingEndpoints(BaseHandler):
         if not ok:
             return
         user = siro._user(headers, write=True)
-        if self._refused(user):
+        if self._refused(user) or isinstance(user, tuple):
             return
         issues = validate_recording(body, siro.api)
         if issues:
@@ -184,7 +184,7 @@ class RecordingEndpoints(BaseHandler):
     ) -> None:
         siro = self.server_state
         user = siro._user(headers, write=False)
-        if self._refused(user):
+        if self._refused(user) or isinstance(user, tuple):
             return
         with siro._lock:
             recording = siro._recordings.get(match.group(1))
@@ -227,7 +227,7 @@ class RecordingEndpoints(BaseHandler):
         answer's ``cursor`` (``null`` on the last page) asks for the next page."""
         siro = self.server_state
         user = siro._user(headers, write=False)
-        if self._refused(user):
+        if self._refused(user) or isinstance(user, tuple):
             return
         issues: list[dict[str, Any]] = []
         bounds: dict[str, datetime] = {}

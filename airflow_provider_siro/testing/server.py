@@ -14,8 +14,10 @@ Use it to test your own DAGs without a Siro account or a network:
         (recording,) = siro_server.recordings.values()
         assert recording.body["userEmail"] == "rep@example.com"
 
-or from a shell, ``python -m airflow_provider_siro.testing.server --port 8765 [--api original]``, which
-prints the ``AIRFLOW_CONN_SIRO_DEFAULT`` line to export.
+or from a shell, ``siro-offline serve [--api original]`` (``python -m airflow_provider_siro.testing serve``
+runs the same),
+which writes the ``AIRFLOW_CONN_SIRO_DEFAULT`` connection to a private file and prints the command that
+exports it.
 
 What it emulates (see ``SIRO_API.md`` of the provider for the real API):
 
@@ -48,16 +50,13 @@ It binds 127.0.0.1 only, uses only the standard library, and never prints a toke
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import random
 import secrets
 import socket
 import threading
-import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 
 from airflow_provider_siro.testing.credentials import SECRETS_LEDGER_ENV, CredentialsMixin
@@ -76,7 +75,6 @@ __all__ = [
     "Recording",
     "StoredObject",
     "iter_recordings",
-    "main",
 ]
 
 
@@ -254,49 +252,3 @@ class OfflineSiro(FaultsMixin, CredentialsMixin):
 def iter_recordings(server: OfflineSiro) -> Iterator[Recording]:
     """The server's recordings in creation order."""
     return iter(sorted(server.recordings.values(), key=lambda r: r.created_at))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the offline server in the foreground until Ctrl-C."""
-    parser = argparse.ArgumentParser(description="Run an offline Siro server on 127.0.0.1.")
-    parser.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 for any free port)")
-    parser.add_argument("--token", help="an access token to accept (default: a new random one)")
-    parser.add_argument(
-        "--api",
-        choices=APIS,
-        default="current",
-        help="the create call's wire format: current (fileUrl, contactPhone, contactName, discoverable, "
-        "result; the default) or original (downloadUrl, customerPhone, customerName)",
-    )
-    parser.add_argument(
-        "--rate-limit",
-        type=int,
-        default=1000,
-        help="requests per token per minute before 429, as Siro (default 1000; 0 turns it off)",
-    )
-    args = parser.parse_args(argv)
-    server = OfflineSiro(port=args.port, api=args.api, rate_limit=args.rate_limit or None).start()
-    token = args.token or server.issue_access_token()
-    if args.token:
-        server._remember(args.token, "access_token")
-        with server._lock:
-            server._tokens[args.token] = _Token(
-                "tok_cli", server.user_id, "write", time.time() + server.token_lifetime
-            )
-    print(f"Offline Siro listening on {server.url}, speaking the {server.api} API (Ctrl-C stops it)")
-    print("Point Airflow at it with a pasted access token:")
-    print(f"  export AIRFLOW_CONN_SIRO_DEFAULT='{json.dumps(server.connection(token=token))}'")
-    print("or with the OAuth app it knows:")
-    print(f"  export AIRFLOW_CONN_SIRO_DEFAULT='{json.dumps(server.connection(oauth=True))}'", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -80,7 +80,12 @@ class SiroRecordingTrigger(BaseTrigger):
     * ``timeout``: the recording was still being processed at ``end_time``.
     * ``error``: Siro could not be asked (after the hook's retries) or refused the read.
 
+    With ``recording_ids`` it waits for all of them, reading each until it is processed: ``success``
+    then carries ``recordings`` (``{recording ID: data object}``) instead of ``recording``, and the
+    first recording that fails or is gone fires ``failed`` naming it in ``recording_id``.
+
     :param recording_id: the recording to wait for.
+    :param recording_ids: instead of ``recording_id``: many recordings, in one trigger.
     :param siro_conn_id: the ``siro`` connection to read it with.
     :param end_time: when to give up, in seconds since the epoch (``time.time()``). An absolute time,
         so that a trigger restarted on another triggerer keeps the original deadline.
@@ -92,16 +97,20 @@ class SiroRecordingTrigger(BaseTrigger):
 
     def __init__(
         self,
-        recording_id: str,
-        siro_conn_id: str,
-        end_time: float,
+        recording_id: str | None = None,
+        siro_conn_id: str = "siro_default",
+        end_time: float = 0.0,
         poll_interval: float = 60.0,
         show_summary: bool = False,
         show_entity_extractions: bool = False,
         show_crm_opportunities: bool = False,
+        recording_ids: list[str] | None = None,
     ) -> None:
         super().__init__()
-        self.recording_id = recording_id
+        if (recording_id is None) == (recording_ids is None):
+            raise ValueError("SiroRecordingTrigger: give exactly one of recording_id and recording_ids")
+        self.recording_ids = list(recording_ids) if recording_ids is not None else None
+        self.recording_id = recording_id if recording_id is not None else ",".join(self.recording_ids or [])
         self.siro_conn_id = siro_conn_id
         self.end_time = float(end_time)
         self.poll_interval = float(poll_interval)
@@ -114,7 +123,11 @@ class SiroRecordingTrigger(BaseTrigger):
         return (
             "airflow_provider_siro.triggers.siro.SiroRecordingTrigger",
             {
-                "recording_id": self.recording_id,
+                **(
+                    {"recording_ids": self.recording_ids}
+                    if self.recording_ids is not None
+                    else {"recording_id": self.recording_id}
+                ),
                 "siro_conn_id": self.siro_conn_id,
                 "end_time": self.end_time,
                 "poll_interval": self.poll_interval,
@@ -131,7 +144,10 @@ class SiroRecordingTrigger(BaseTrigger):
         hooks = await asyncio.to_thread(importlib.import_module, "airflow_provider_siro.hooks.siro")
         hook = hooks.SiroAsyncHook(siro_conn_id=self.siro_conn_id)
         try:
-            yield TriggerEvent(await self._wait(hook))
+            if self.recording_ids is None:
+                yield TriggerEvent(await self._wait(hook))
+            else:
+                yield TriggerEvent(await self._wait_all(hook, self.recording_ids))
         finally:
             await hook.aclose()
 
@@ -176,3 +192,65 @@ class SiroRecordingTrigger(BaseTrigger):
 
     def _event(self, status: str, message: str, **extra: Any) -> dict[str, Any]:
         return {"status": status, "recording_id": self.recording_id, "message": message, **extra}
+
+    async def _wait_all(self, hook: Any, recording_ids: list[str]) -> dict[str, Any]:
+        """Many recordings: read each pending one per round until all are processed."""
+        done: dict[str, Any] = {}
+        polls = 0
+        while True:
+            polls += 1
+            pending = {}
+            for recording_id in recording_ids:
+                if recording_id in done:
+                    continue
+                try:
+                    recording = await hook.aget_recording(
+                        recording_id,
+                        show_summary=self.show_summary,
+                        show_entity_extractions=self.show_entity_extractions,
+                        show_crm_opportunities=self.show_crm_opportunities,
+                    )
+                    finished = is_processed(recording_id, recording)
+                except SiroRecordingFailedError as exc:
+                    return {"status": "failed", "recording_id": recording_id, "message": exc.problem}
+                except SiroApiError as exc:
+                    gone = gone_error(recording_id, exc)
+                    if gone is not None:
+                        return {"status": "failed", "recording_id": recording_id, "message": gone.problem}
+                    return {
+                        "status": "error",
+                        "recording_id": recording_id,
+                        "message": f"could not read the recording: {exc}",
+                    }
+                except Exception as exc:
+                    return {
+                        "status": "error",
+                        "recording_id": recording_id,
+                        "message": f"could not read the recording: {type(exc).__name__}: {exc}",
+                    }
+                if finished:
+                    done[recording_id] = recording
+                else:
+                    pending[recording_id] = recording
+            if not pending:
+                return self._event(
+                    "success",
+                    f"Siro has processed all {len(recording_ids)} recordings",
+                    recordings={recording_id: done[recording_id] for recording_id in recording_ids},
+                )
+            remaining = self.end_time - time.time()
+            if remaining <= 0:
+                waiting = ", ".join(f"{rid} {describe(rec)}" for rid, rec in pending.items())
+                return self._event(
+                    "timeout",
+                    f"Siro had not processed {len(pending)} of {len(recording_ids)} recordings by the "
+                    f"deadline after {polls} round(s): {waiting}",
+                )
+            wait = min(self.poll_interval, remaining)
+            self.log.info(
+                "%d of %d Siro recordings processed; next check in %.1f s",
+                len(done),
+                len(recording_ids),
+                wait,
+            )
+            await asyncio.sleep(wait)

@@ -213,13 +213,6 @@ class RedisRateLimiter:
         """Take the next free slot; return the seconds to wait before sending (0 when one is free now)."""
         return max(0.0, self.reserve_slot() - time.monotonic())
 
-    def acquire(self) -> float:
-        """Reserve a slot and sleep until it comes; return the seconds slept."""
-        wait = self.reserve()
-        if wait:
-            time.sleep(wait)
-        return wait
-
     def close(self) -> None:
         """Close pooled connections (new ones are opened on the next reservation)."""
         self._client.connection_pool.disconnect()

@@ -126,9 +126,9 @@ def find_created_recording(
             time.sleep(settle_interval)
         listed = lister.list_recordings(created_after=created_after, created_before=created_before)
         # dict.fromkeys: one ID once, should a page boundary show a recording twice.
-        found = list(
+        found: list[str] = list(
             dict.fromkeys(
-                item["id"] for item in listed if isinstance(item.get("id"), str) and matches(item, body)
+                str(item["id"]) for item in listed if isinstance(item.get("id"), str) and matches(item, body)
             )
         )
         if len(found) > 1:
