@@ -234,6 +234,35 @@ class SiroUploadBaseOperator(SiroLineageMixin, BaseOperator):
             )
         return settings
 
+    # ------------------------------------------------------------------ durable across tries (Airflow 3.3+)
+    STATE_KEY = "siro_recording_id"
+    """Key of the recording ID in the task state store (AIP-103), written as Siro answers the create."""
+
+    @staticmethod
+    def _state_store(context: Context | dict[str, Any]) -> Any | None:
+        """The task state store of this task instance (Airflow 3.3+), or None on an older Airflow."""
+        return context.get("task_state_store") if hasattr(context, "get") else None
+
+    def _remembered_recording(self, context: Context | dict[str, Any]) -> str | None:
+        """The recording an earlier try of this task instance created, if the state store has one."""
+        store = self._state_store(context)
+        if store is None:
+            return None
+        value = store.get(self.STATE_KEY)
+        return value if isinstance(value, str) and value else None
+
+    def _remember_recording(self, context: Context | dict[str, Any], recording_id: str) -> None:
+        """Keep ``recording_id`` for every later try of this task instance (no expiry)."""
+        store = self._state_store(context)
+        if store is None:
+            return
+        try:
+            from airflow.sdk.execution_time.context import NEVER_EXPIRE
+        except ImportError:  # pragma: no cover - a store without the constant keeps it by default
+            store.set(self.STATE_KEY, recording_id)
+        else:
+            store.set(self.STATE_KEY, recording_id, retention=NEVER_EXPIRE)
+
     # ------------------------------------------------------------------ being killed
     def _start_stoppable(self) -> threading.Event:
         """A fresh stop event for this execution (created here: an Event cannot be deep-copied)."""

@@ -68,8 +68,10 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
 
     :param wait_for_completion: after creating the recording, wait until Siro has processed it
         (``processingStatus`` ``complete``), so one task uploads and waits. The recording's details
-        then go to XCom under the key ``recording`` (the return value stays the recording ID). A
-        failure while waiting is not retried, since a retry would upload the audio a second time.
+        then go to XCom under the key ``recording`` (the return value stays the recording ID). On
+        Airflow 3.3+ the recording ID is kept in the task state store, so a retry resumes the wait
+        instead of uploading again; below 3.3 a failed wait is not retried, since a retry would upload
+        the audio a second time.
     :param deferrable: wait in the triggerer instead of holding a worker slot (with
         ``wait_for_completion``). Defaults to the ``[operators] default_deferrable`` setting.
     :param poll_interval: seconds between reads of the recording while waiting.
@@ -78,8 +80,8 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
     :param show_entity_extractions: include extracted entities (``showEntityExtractions``).
     :param show_crm_opportunities: include linked CRM opportunities (``showCrmOpportunities``).
 
-    The task has a "Siro recording" extra link to the recording in the Siro web app, and writes the
-    same URL to its log.
+    The task has a "Siro recording" extra link to the recording (see
+    :class:`~airflow_provider_siro.links.siro.SiroRecordingLink`), and writes the same URL to its log.
     """
 
     template_fields: Sequence[str] = (
@@ -193,7 +195,19 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
         hook = self.hook
         self._upload_settings()
         hook.check_create_fields(fields)  # a field the connection's wire format lacks: before any upload
-        if self.source_path is not None:
+        recording_id = self._remembered_recording(context)
+        if recording_id is not None:
+            self.log.info(
+                "Siro recording %s was created by an earlier try of this task (task state store); "
+                "not uploading again",
+                recording_id,
+            )
+            given = urlsplit(str(self.source_path or self.download_url))
+            origin, size = (
+                f"{given.scheme}://{given.netloc}{given.path}" if given.scheme else given.path,
+                None,
+            )
+        elif self.source_path is not None:
             from airflow_provider_siro.utils.sources import locate_source
             from airflow_provider_siro.utils.uploads import upload_source
 
@@ -226,12 +240,21 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
                 parts.path,
                 time.monotonic() - started,
             )
+        self._remember_recording(context, recording_id)
         SiroRecordingLink.persist(context=context, operator=self, recording_id=recording_id)
         self._report_uploads(
             context, [self._uploaded(recording_id, origin, fields, size)], hook.settings.api_url
         )
         if self.wait_for_completion:
-            self._wait(context, recording_id)
+            try:
+                self._wait(context, recording_id)
+            except SiroRecordingWaitError as exc:
+                if self._state_store(context) is not None:
+                    # Airflow 3.3+: a retry finds the recording in the task state store and resumes
+                    # waiting on it instead of uploading again, so the wait is safe to retry.
+                    exc.retryable = True
+                    self.log.warning("%s; a retry resumes waiting on recording %s", exc.problem, recording_id)
+                raise
         return recording_id
 
     # ------------------------------------------------------------------ waiting for processing
@@ -314,7 +337,9 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
             return recording_id
         if status == "failed":
             raise SiroRecordingFailedError(recording_id, message)
-        raise SiroRecordingWaitError(recording_id, f"waiting for it ended: {message}")
+        error = SiroRecordingWaitError(recording_id, f"waiting for it ended: {message}")
+        error.retryable = self._state_store(context) is not None  # 3.3+: the retry resumes the wait
+        raise error
 
 
 # The bulk operator lives in operators/bulk.py and is importable from here as well. Imported last: it
