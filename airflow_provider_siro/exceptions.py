@@ -1,25 +1,40 @@
 """Exceptions raised by the Siro provider.
 
-Two families, chosen by what a retry could achieve:
+Every one of them is a :class:`SiroError`, and each says whether a later attempt could succeed in its
+``retryable`` attribute:
 
-* :class:`SiroApiError` - Siro (or the network in front of it) failed. A later attempt may succeed, so
-  Airflow's task retries apply.
-* Subclasses of :class:`~airflow.sdk.exceptions.AirflowFailException` - retrying cannot help (bad
-  input, a request Siro rejected, or a create call whose outcome is unknown and must not be repeated),
-  so the task fails at once and Airflow does not retry it.
+* ``retryable`` True - Siro (or the network in front of it) failed (429, 5xx, a connection error:
+  :class:`SiroApiError`). A later attempt may succeed, so Airflow's task retries apply.
+* ``retryable`` False - retrying cannot help (bad input, a request Siro rejected, a create call whose
+  outcome is unknown and must not be repeated...).
+
+None of them is an ``AirflowFailException``: the hook does not decide a task's retry policy, so a hook
+used from a ``@task`` or another operator raises the same errors. The provider's operators and sensors
+map them (:func:`fail_now_unless_retryable`): ``retryable`` False fails the task at once.
 
 No message built here ever contains a token, a client secret or a signed URL's query string.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+import functools
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
 
-from airflow_provider_siro.compat import AirflowException, AirflowFailException
+from airflow_provider_siro.compat import AirflowException
 
 
-class SiroValidationError(AirflowFailException, ValueError):
+class SiroError(AirflowException):
+    """Base of every exception the provider raises.
+
+    :attr retryable: whether the same call, made again later, could succeed. Class-level by default,
+        overridden per instance where the answer depends on what happened (see :class:`SiroApiError`).
+    """
+
+    retryable: bool = False
+
+
+class SiroValidationError(SiroError, ValueError):
     """A value given to the provider is unusable; raised before any byte leaves the machine.
 
     :param field: the name the user wrote (operator argument or connection extra), e.g. ``user_email``.
@@ -31,16 +46,26 @@ class SiroValidationError(AirflowFailException, ValueError):
         self.problem = problem
         super().__init__(f"{field}: {problem}")
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.field, self.problem))
 
-class SiroApiError(AirflowException):
+
+class SiroApiError(SiroError):
     """Siro answered with an error, or could not be reached, after the hook's own retries.
+
+    ``retryable`` is True: a 429, a 5xx or a connection error may go away. Subclasses that a retry
+    cannot change set it False.
 
     :param message: the server's own message (``{"error": ...}``), or a description of the failure.
     :param status_code: the HTTP status, or ``None`` when no response arrived.
     :param method: HTTP method of the failed call.
     :param endpoint: the path called, never with a query string (signed URLs carry credentials there).
     :param issues: for a 422, the ZodError issues as ``(path, message)`` pairs.
+    :param retryable: overrides the class's answer, for an error whose kind alone does not settle it
+        (an answer that is not the JSON expected is retryable only if its status is).
     """
+
+    retryable = True
 
     def __init__(
         self,
@@ -50,9 +75,12 @@ class SiroApiError(AirflowException):
         method: str = "",
         endpoint: str = "",
         issues: Sequence[tuple[str, str]] = (),
+        retryable: bool | None = None,
     ) -> None:
+        if retryable is not None:
+            self.retryable = retryable
         self.message = message
-        self.status_code = status_code
+        self.status_code = status_code  # type: ignore[assignment]  # Siro's status, not the API server's
         self.method = method
         self.endpoint = endpoint
         self.issues = list(issues)
@@ -67,7 +95,15 @@ class SiroApiError(AirflowException):
         # Keep the exception picklable with its keyword-only arguments (Airflow ships errors around).
         return (
             _rebuild,
-            (type(self), self.message, self.status_code, self.method, self.endpoint, self.issues),
+            (
+                type(self),
+                self.message,
+                self.status_code,
+                self.method,
+                self.endpoint,
+                self.issues,
+                self.__dict__.get("retryable"),  # only an instance's own override
+            ),
         )
 
 
@@ -78,15 +114,21 @@ def _rebuild(
     method: str,
     endpoint: str,
     issues: list[tuple[str, str]],
+    retryable: bool | None,
 ) -> SiroApiError:
-    return cls(message, status_code=status_code, method=method, endpoint=endpoint, issues=issues)
+    return cls(
+        message, status_code=status_code, method=method, endpoint=endpoint, issues=issues, retryable=retryable
+    )
 
 
-class SiroRejectedError(SiroApiError, AirflowFailException):
-    """Siro rejected the request (400, 401, 403, 404, 409, 422): the same request would fail again."""
+class SiroRejectedError(SiroApiError):
+    """Siro rejected the request (400, 401, 403, 404, 409, 422, or a redirect the provider will not
+    follow): the same request would fail again."""
+
+    retryable = False
 
 
-class SiroAmbiguousCreateError(SiroApiError, AirflowFailException):
+class SiroAmbiguousCreateError(SiroApiError):
     """A create-recording call failed after Siro may already have acted on it.
 
     The recording may or may not exist. The provider never repeats such a call, because Siro offers no
@@ -94,8 +136,10 @@ class SiroAmbiguousCreateError(SiroApiError, AirflowFailException):
     again.
     """
 
+    retryable = False
 
-class SiroRecordingFailedError(AirflowFailException):
+
+class SiroRecordingFailedError(SiroError):
     """Siro will not produce a processed recording: it reported ``processingStatus: error``, or the
     recording does not exist (a wrong ID, or it was deleted).
 
@@ -114,7 +158,7 @@ class SiroRecordingFailedError(AirflowFailException):
         return (type(self), (self.recording_id, self.problem))
 
 
-class SiroRecordingWaitError(AirflowFailException):
+class SiroRecordingWaitError(SiroError):
     """An upload task created its recording, then its wait for processing ended without an answer
     (the wait timed out, or Siro could not be asked).
 
@@ -138,7 +182,7 @@ class SiroRecordingWaitError(AirflowFailException):
         return (type(self), (self.recording_id, self.problem))
 
 
-class SiroLedgerError(AirflowFailException):
+class SiroLedgerError(SiroError):
     """The upload ledger cannot vouch for a source, and guessing could create a duplicate recording:
     an earlier try's create call was ambiguous, or a created recording's entry could not be written.
 
@@ -157,7 +201,7 @@ class SiroLedgerError(AirflowFailException):
         return (type(self), (self.source, self.problem))
 
 
-class SiroBulkUploadError(AirflowException):
+class SiroBulkUploadError(SiroError):
     """Some sources of a bulk upload failed; the others were uploaded (or were already in the ledger).
 
     Retried by Airflow: with a ledger, the next try uploads only the sources the ledger does not have.
@@ -166,6 +210,8 @@ class SiroBulkUploadError(AirflowException):
     :param total: how many sources the task had.
     :param note: what a retry would do.
     """
+
+    retryable = True
 
     def __init__(self, failures: dict[str, str], total: int, note: str = "") -> None:
         self.failures = dict(failures)
@@ -181,6 +227,64 @@ class SiroBulkUploadError(AirflowException):
         return (type(self), (self.failures, self.total, self.note))
 
 
-class SiroBulkUploadFailedError(SiroBulkUploadError, AirflowFailException):
+class SiroBulkUploadFailedError(SiroBulkUploadError):
     """A bulk upload failed where a retry cannot help, or could upload sources a second time (no ledger,
     or only failures a retry would meet again), so the task is not retried."""
+
+    retryable = False
+
+
+class SiroReconcileError(SiroError):
+    """An ambiguous create was looked up in Siro and more than one recording matches it.
+
+    Which one the create made cannot be told apart from what Siro lists, and uploading again could add
+    one more; the task fails at once (``retryable`` is False) naming the candidates, so a person can
+    keep the right one and settle the ledger entry with it.
+
+    :param candidates: the IDs of the matching recordings.
+    """
+
+    retryable = False
+
+    def __init__(self, candidates: Sequence[str]) -> None:
+        self.candidates = list(candidates)
+        super().__init__(
+            f"the ambiguous create matches {len(self.candidates)} recordings in Siro "
+            f"({', '.join(self.candidates)}); it cannot tell which one it made. Check them in Siro, delete "
+            "any duplicate, and settle the upload with the one to keep."
+        )
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return (type(self), (self.candidates,))
+
+
+def is_final(exc: BaseException) -> bool:
+    """True for an error a retry cannot help: a :class:`SiroError` whose ``retryable`` is False, or
+    Airflow's own ``AirflowFailException``."""
+    from airflow_provider_siro.compat import AirflowFailException
+
+    if isinstance(exc, AirflowFailException):
+        return True
+    return isinstance(exc, SiroError) and not exc.retryable
+
+
+_F = TypeVar("_F", bound=Callable[..., Any])
+
+
+def fail_now_unless_retryable(method: _F) -> _F:
+    """Decorate an operator's ``execute``: a :class:`SiroError` with ``retryable`` False fails the task
+    at once (as ``AirflowFailException``, the original chained as its cause); others propagate as they
+    are, for Airflow's retries."""
+
+    @functools.wraps(method)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return method(*args, **kwargs)
+        except SiroError as exc:
+            if exc.retryable:
+                raise
+            from airflow_provider_siro.compat import AirflowFailException
+
+            raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+    return wrapper  # type: ignore[return-value]

@@ -18,6 +18,7 @@ UI_FIELD_BEHAVIOUR: dict[str, Any] = {
         "client_secret": "OAuth app client secret",
         "user_id": "Siro user id the minted token acts for",
         "scope": "write",
+        "api_fields": "auto",
         "auth_host": "https://functions.siro.ai/api-externalApi",
         "app_url": "https://app.siro.ai",
         "max_requests_per_minute": "900",
@@ -47,14 +48,22 @@ CONN_FIELDS: dict[str, Any] = {
     "timeout": _field(
         "Timeout (seconds)", "Per request; an upload's PUT waits this long between bytes.", "number"
     ),
-    "max_retries": _field("Max retries", "Retries after 429, 502, 503, 504 and network errors.", "integer"),
+    "max_retries": _field("Max retries", "Retries after 429, 5xx and network errors.", "integer"),
     "retry_backoff": _field(
         "Retry backoff (seconds)", "First wait; doubles per retry, with jitter.", "number"
     ),
     "max_retry_wait": _field("Max wait per retry (seconds)", "Caps backoff and Retry-After.", "number"),
+    "api_fields": _field(
+        "API field names",
+        "auto (default): Siro's current names (fileUrl, contactPhone, contactName), falling back to the "
+        "original ones (downloadUrl, customerPhone, customerName) once if Siro refuses them; current or "
+        "original pins one.",
+        "string",
+        enum=["auto", "current", "original"],
+    ),
     "newer_field_names": _field(
-        "Newer field names",
-        "Send fileUrl/contactPhone/contactName (Siro's newer docs) instead of the original names.",
+        "Newer field names (deprecated)",
+        "Deprecated: use api_fields. true means api_fields=current, false api_fields=original.",
         "boolean",
     ),
     "allow_insecure_http": _field(
@@ -86,13 +95,24 @@ CONN_FIELDS: dict[str, Any] = {
 }
 
 
+SIRO_ASSET_URIS: dict[str, Any] = {
+    "schemes": ["siro"],
+    "handler": "airflow_provider_siro.utils.assets.sanitize_uri",
+    "factory": "airflow_provider_siro.utils.assets.create_asset",
+    "to_openlineage_converter": "airflow_provider_siro.utils.assets.convert_asset_to_openlineage",
+}
+
+
 def get_provider_info() -> dict[str, Any]:
     """Describe the provider's hooks, operators, sensors, triggers, links and connection form."""
     return {
         "package-name": "airflow-provider-siro",
         "name": "Siro",
-        "description": "Upload call recordings to `Siro <https://siro.ai>`__ and wait for their analysis.",
-        "versions": ["0.1.0"],
+        # Plain text: Airflow 3's Providers page shows it as text and links bare URLs, so reStructuredText
+        # link markup would show as "https://siro.aiand wait...". The version and the documentation link
+        # come from the package's metadata (its version and its "Documentation" Project-URL).
+        "description": "Upload call recordings to Siro, the conversation-intelligence platform, "
+        "and wait for their analysis.",
         "integrations": [
             {
                 "integration-name": "Siro",
@@ -113,6 +133,10 @@ def get_provider_info() -> dict[str, Any]:
         "sensors": [{"integration-name": "Siro", "python-modules": ["airflow_provider_siro.sensors.siro"]}],
         "triggers": [{"integration-name": "Siro", "python-modules": ["airflow_provider_siro.triggers.siro"]}],
         "extra-links": ["airflow_provider_siro.links.siro.SiroRecordingLink"],
+        # siro://<API host>/<name>: the asset an upload's event names (docs/lineage.rst). Airflow 3
+        # reads asset-uris, Airflow 2.11 dataset-uris.
+        "asset-uris": [SIRO_ASSET_URIS],
+        "dataset-uris": [SIRO_ASSET_URIS],
         "connection-types": [
             {
                 "hook-class-name": "airflow_provider_siro.hooks.siro.SiroHook",

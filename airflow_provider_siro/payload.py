@@ -41,28 +41,54 @@ CRM_OBJECT_TYPES: tuple[str, ...] = (
 MAX_TEXT_LENGTH = 2048
 """Provider-side ceiling for free-text fields. Siro publishes none; this catches runaway templates."""
 
-# Operator argument -> wire name, in the seed document's order. ``download_url`` is handled apart
-# because it is produced by the upload, not given up front in every mode.
-SEED_FIELDS: dict[str, str] = {
-    "title": "title",
-    "user_id": "userId",
-    "user_email": "userEmail",
-    "user_phone": "userPhone",
-    "organization_id": "organizationId",
-    "conversation_type": "conversationType",
-    "integration_connection_id": "integrationConnectionId",
-    "crm_objects": "crmObjects",
-    "customer_phone": "customerPhone",
-    "customer_name": "customerName",
-    "date_created": "dateCreated",
+RESULTS: tuple[str, ...] = ("closed", "not closed", "in progress")
+"""The values of ``result`` in Siro's current API (how the call ended)."""
+
+API_FORMATS: tuple[str, ...] = ("current", "original")
+"""The two wire formats of the create call: ``current`` is what Siro's published reference names
+today (``fileUrl``, ``contactPhone``, ``contactName``, plus ``discoverable`` and ``result``);
+``original`` is the seed document's (``downloadUrl``, ``customerPhone``, ``customerName``), which older
+deployments may still speak. Siro refuses unknown properties, so a body is in one format or the other."""
+
+# The recording fields, defined once: operator argument -> (original wire name, current wire name).
+# ``None`` means the format has no such field. The audio's URL is not here: the upload produces it.
+_FIELDS: dict[str, tuple[str | None, str]] = {
+    "title": ("title", "title"),
+    "user_id": ("userId", "userId"),
+    "user_email": ("userEmail", "userEmail"),
+    "user_phone": ("userPhone", "userPhone"),
+    "organization_id": ("organizationId", "organizationId"),
+    "conversation_type": ("conversationType", "conversationType"),
+    "integration_connection_id": ("integrationConnectionId", "integrationConnectionId"),
+    "crm_objects": ("crmObjects", "crmObjects"),
+    "customer_phone": ("customerPhone", "contactPhone"),
+    "customer_name": ("customerName", "contactName"),
+    "date_created": ("dateCreated", "dateCreated"),
+    "discoverable": (None, "discoverable"),
+    "result": (None, "result"),
 }
 
-NEWER_DOCS_RENAMES: dict[str, str] = {
-    "downloadUrl": "fileUrl",
-    "customerPhone": "contactPhone",
-    "customerName": "contactName",
+RECORDING_FIELD_ARGS: tuple[str, ...] = tuple(_FIELDS)
+"""The operator argument names of every recording field, in order (the operators declare each one)."""
+
+URL_FIELD: dict[str, str] = {"original": "downloadUrl", "current": "fileUrl"}
+"""The wire name of the uploaded audio's URL in each format."""
+
+WIRE_NAMES: dict[str, dict[str, str]] = {
+    "original": {arg: names[0] for arg, names in _FIELDS.items() if names[0] is not None},
+    "current": {arg: names[1] for arg, names in _FIELDS.items()},
 }
-"""Field renames of Siro's newer public reference; sent instead of the seed names when switched on."""
+"""Operator argument -> wire name, per format (``original`` lacks ``discoverable`` and ``result``)."""
+
+SEED_FIELDS: dict[str, str] = WIRE_NAMES["original"]
+"""The seed document's names (kept for callers of earlier versions)."""
+
+FORMAT_ONLY_KEYS: dict[str, frozenset[str]] = {
+    api: frozenset({URL_FIELD[api], *WIRE_NAMES[api].values()})
+    - frozenset({URL_FIELD[other], *WIRE_NAMES[other].values()})
+    for api, other in (("current", "original"), ("original", "current"))
+}
+"""Wire names that exist in one format only: the names a server speaking the other one rejects."""
 
 _EMAIL = re.compile(r"^[^@\s]+@[^@\s]+\.[^@\s]+$")
 _PHONE = re.compile(r"^\+?[0-9 ().\-]+$")
@@ -253,31 +279,69 @@ class RecordingFields:
     """The validated metadata of one recording, everything but the audio's download URL.
 
     Build it with :func:`validate_recording_fields`; turn it into a request body with :meth:`to_body`
-    once the audio is uploaded.
+    once the audio is uploaded, in the wire format the server speaks.
     """
 
     file_type: str
     values: dict[str, Any] = field(default_factory=dict)
-    """Wire name -> value, only for fields that were given (unset fields are never sent as null)."""
+    """Operator argument -> checked value, only for fields that were given (unset fields are never
+    sent as null)."""
 
-    def to_body(self, download_url: str, *, newer_field_names: bool = False) -> dict[str, Any]:
-        """The create-recording request body, in the seed's names or the newer docs' renames."""
+    def to_body(self, download_url: str, *, api: str = "current") -> dict[str, Any]:
+        """The create-recording request body in wire format ``api`` (``current`` or ``original``).
+
+        :raises SiroValidationError: ``api`` is ``original`` and a field only the current API has
+            (``discoverable``, ``result``) is set: sending it would be refused, dropping it would
+            silently lose what the DAG asked for.
+        """
+        self.check_format(api)
+        names = WIRE_NAMES[api]
         body: dict[str, Any] = {
-            "downloadUrl": check_url("download_url", download_url),
+            URL_FIELD[api]: check_url("download_url", download_url),
             "fileType": self.file_type,
         }
-        body.update(self.values)
-        if newer_field_names:
-            body = {NEWER_DOCS_RENAMES.get(key, key): value for key, value in body.items()}
+        body.update({names[arg]: value for arg, value in self.values.items()})
         return body
+
+    def check_format(self, api: str) -> None:
+        """Raise unless every field that is set exists in wire format ``api``.
+
+        :raises SiroValidationError: naming ``api_fields`` for an unknown format, or the first field
+            the format lacks (``discoverable`` and ``result`` in ``original``).
+        """
+        if api not in API_FORMATS:
+            raise SiroValidationError("api_fields", f"must be one of {', '.join(API_FORMATS)}, got {api!r}")
+        missing = [arg for arg in self.values if arg not in WIRE_NAMES[api]]
+        if missing:
+            raise SiroValidationError(
+                missing[0],
+                "is a field of Siro's current API only, and the connection is pinned to its original field "
+                "names (extra api_fields=original): unset it, or set api_fields to auto or current",
+            )
 
     @property
     def user(self) -> str:
         """Who the recording belongs to, for log lines."""
-        for key in ("userEmail", "userId", "userPhone"):
-            if key in self.values:
-                return f"{key}={self.values[key]}"
+        for arg in ("user_email", "user_id", "user_phone"):
+            if arg in self.values:
+                return f"{WIRE_NAMES['current'][arg]}={self.values[arg]}"
         return "unknown user"
+
+
+def check_result(value: object, name: str = "result") -> str:
+    """Return ``value`` if it is one of Siro's call results (``closed``, ``not closed``, ``in progress``)."""
+    if not isinstance(value, str) or value not in RESULTS:
+        choices = ", ".join(repr(r) for r in RESULTS)
+        raise SiroValidationError(name, f"must be one of {choices}, got {value!r}")
+    return value
+
+
+def check_discoverable(value: object, name: str = "discoverable") -> bool:
+    """Return ``value`` if it is a real boolean (a string ``"false"`` would be truthy)."""
+    if not isinstance(value, bool):
+        hint = " (with a template, set render_template_as_native_obj=True)" if isinstance(value, str) else ""
+        raise SiroValidationError(name, f"must be true or false, got {type(value).__name__} {value!r}{hint}")
+    return value
 
 
 def validate_recording_fields(file_type: object, **fields: Any) -> RecordingFields:
@@ -287,20 +351,24 @@ def validate_recording_fields(file_type: object, **fields: Any) -> RecordingFiel
     :param fields: the operator's keyword names (``user_email=...``); ``None`` means "not given".
     :raises SiroValidationError: naming the first field that is wrong.
     """
-    unknown = sorted(set(fields) - set(SEED_FIELDS))
+    unknown = sorted(set(fields) - set(RECORDING_FIELD_ARGS))
     if unknown:
         raise SiroValidationError(
-            unknown[0], f"is not a Siro recording field (known: {', '.join(SEED_FIELDS)})"
+            unknown[0], f"is not a Siro recording field (known: {', '.join(RECORDING_FIELD_ARGS)})"
         )
     values: dict[str, Any] = {}
-    for arg, wire in SEED_FIELDS.items():
+    for arg in RECORDING_FIELD_ARGS:
         value = fields.get(arg)
         if value is None:
             continue
         if arg == "crm_objects":
-            values[wire] = check_crm_objects(value)
+            values[arg] = check_crm_objects(value)
         elif arg == "date_created":
-            values[wire] = format_date_created(value)
+            values[arg] = format_date_created(value)
+        elif arg == "discoverable":
+            values[arg] = check_discoverable(value)
+        elif arg == "result":
+            values[arg] = check_result(value)
         else:
             text = check_text(arg, value)
             if arg == "user_email" and not _EMAIL.match(text):
@@ -311,16 +379,60 @@ def validate_recording_fields(file_type: object, **fields: Any) -> RecordingFiel
                 raise SiroValidationError(
                     arg, f"{text!r} is not a phone number (7 to 15 digits, e.g. +15551234567)"
                 )
-            values[wire] = text
-    if not any(key in values for key in ("userId", "userEmail", "userPhone")):
+            values[arg] = text
+    if not any(key in values for key in ("user_id", "user_email", "user_phone")):
         raise SiroValidationError(
             "user_id", "Siro needs to know whose recording this is: set user_id, user_email or user_phone"
         )
-    if ("integrationConnectionId" in values) != ("crmObjects" in values):
+    if ("integration_connection_id" in values) != ("crm_objects" in values):
         given, missing = (
             ("integration_connection_id", "crm_objects")
-            if "integrationConnectionId" in values
+            if "integration_connection_id" in values
             else ("crm_objects", "integration_connection_id")
         )
         raise SiroValidationError(missing, f"is required when {given} is set (Siro takes the two together)")
     return RecordingFields(file_type=check_file_type(file_type), values=values)
+
+
+def recording_id_from(answer: object) -> str | None:
+    """The recording ID of a create call's 201 body: ``data.recordingId`` (current API) or ``data.id``
+    (original), whichever is there; ``None`` when neither is a non-empty string."""
+    data = answer.get("data") if isinstance(answer, Mapping) else None
+    if not isinstance(data, Mapping):
+        return None
+    for key in ("recordingId", "id"):
+        value = data.get(key)
+        if isinstance(value, str) and value:
+            return value
+    return None
+
+
+_UNRECOGNIZED = re.compile(r"unrecognized key", re.IGNORECASE)
+_QUOTED = re.compile(r"['\"`]([A-Za-z]+)['\"`]")
+
+
+def rejects_field_name(
+    status: int | None, message: str, issues: Sequence[tuple[str, str]], sent: Mapping[str, Any]
+) -> bool:
+    """Whether a create call's error answer refuses the body's field NAMES (the other format's server).
+
+    True only for a 400 or 422 that names, as unrecognized, a key only ``sent``'s format has, or that
+    says the other format's required URL field is missing. Such an answer proves nothing was created:
+    Siro validates the body before it acts. Anything else (a bad value, a 5xx, no answer) is not
+    evidence about the format, so the caller must not send the body again in the other one.
+
+    :param status: the HTTP status of the answer.
+    :param message: the answer's ``error`` text.
+    :param issues: a 422's ZodError issues as ``(path, message)`` pairs.
+    :param sent: the body that was sent.
+    """
+    if status not in (400, 422):
+        return False
+    api = "current" if URL_FIELD["current"] in sent else "original"
+    other = "original" if api == "current" else "current"
+    own_names = FORMAT_ONLY_KEYS[api] & set(sent)
+    texts = [message, *(msg for path, msg in issues if not path)]
+    for text in texts:
+        if _UNRECOGNIZED.search(text) and own_names & set(_QUOTED.findall(text)):
+            return True
+    return any(path == URL_FIELD[other] and msg.strip().lower() == "required" for path, msg in issues)

@@ -64,6 +64,8 @@ def worker(kind: str, rest: list[str]) -> None:
         uploads.worker_sendfile(rest[0], json.loads(rest[1]), rest[2])
     elif kind == "creates":
         creates.worker_creates(rest[0], rest[1])
+    elif kind == "negotiation":
+        creates.worker_negotiation(rest[0], rest[1])
     elif kind == "server":
         waits.worker_server(int(rest[0]))
     elif kind == "waits":

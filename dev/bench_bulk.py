@@ -85,11 +85,11 @@ def leg_bare(paths: list[str], width: int) -> None:
         ).json()["data"]
         with open(path, "rb") as file:
             session.put(signed["uploadUrl"], data=file, headers=signed["uploadHeaders"]).raise_for_status()
-        body = {"downloadUrl": signed["downloadUrl"], "fileType": "mp3", "title": os.path.basename(path)}
+        body = {"fileUrl": signed["downloadUrl"], "fileType": "mp3", "title": os.path.basename(path)}
         body["userEmail"] = "rep@example.com"
         answer = session.post(f"{base}/v1/core/recordings/upload", json=body, headers=auth)
         answer.raise_for_status()
-        return answer.json()["data"]["id"]
+        return answer.json()["data"]["recordingId"]
 
     started, cpu = time.monotonic(), cpu_seconds()
     with ThreadPoolExecutor(width) as pool:

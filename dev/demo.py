@@ -4,8 +4,11 @@
    (``AIRFLOW_CONN_SIRO_DEFAULT``), with a user access token as a user would paste one.
 2. Uses Airflow's own SQLite metadata DB in ``.build/demo`` (``airflow db migrate``).
 3. Uploads a generated one-second WAV through Siro's signed URLs, as a recorder app would.
-4. Runs the example DAG ``siro_upload_from_download_url`` with ``airflow dags test``; its operator
-   creates the recording, and the demo prints the ID from the task's XCom.
+4. Runs the example DAG ``siro_upload_from_download_url`` with ``airflow dags test``, saying which of
+   its tasks runs as it starts and ends; its operator creates the recording, and the demo prints the ID
+   from the task's XCom.
+
+The demo numbers its steps and narrates them; Airflow's full output goes to ``.build/demo/dags-test.log``.
 """
 
 from __future__ import annotations
@@ -13,15 +16,53 @@ from __future__ import annotations
 import json
 import math
 import os
+import re
 import struct
 import subprocess
 import sys
+import time
 import wave
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 BUILD = ROOT / ".build" / "demo"
 DAG_ID = "siro_upload_from_download_url"
+STEPS = 4
+TASKS = {
+    "upload_recording": "SiroUploadRecordingOperator renders the title and date from the run, checks every "
+    "field, and creates the Siro recording from the download URL",
+    "announce": "a plain @task receives the new recording's ID through XCom (upload.output)",
+}
+"""What each task of the example DAG does, said as it starts."""
+TASK_START = re.compile(r"\[DAG TEST\] starting task_id=(\S+)")
+TASK_END = re.compile(r"\[DAG TEST\] end task task_id=(\S+)")
+
+
+def step(number: int, text: str) -> None:
+    print(f"[{number}/{STEPS}] {text}", flush=True)
+
+
+def run_dag_narrated(command: list[str], env: dict[str, str], log_file: Path) -> int:
+    """Run ``airflow dags test``, its output into ``log_file``; say which task runs as it starts and ends."""
+    started: dict[str, float] = {}
+    with (
+        log_file.open("w") as log,
+        subprocess.Popen(
+            command, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        ) as process,
+    ):
+        assert process.stdout is not None
+        for line in process.stdout:
+            log.write(line)
+            if match := TASK_START.search(line):
+                task_id = match.group(1)
+                started[task_id] = time.monotonic()
+                print(f"      task {task_id} starts: {TASKS.get(task_id, 'a task of the DAG')}", flush=True)
+            elif match := TASK_END.search(line):
+                task_id = match.group(1)
+                took = time.monotonic() - started.get(task_id, time.monotonic())
+                print(f"      task {task_id} ended ({took:.1f} s)", flush=True)
+    return process.returncode
 
 
 def write_tone(path: Path, seconds: float = 1.0, rate: int = 16000) -> None:
@@ -52,9 +93,9 @@ def main() -> int:
     with OfflineSiro() as server:
         connection = server.connection()
         os.environ["AIRFLOW_CONN_SIRO_DEFAULT"] = env["AIRFLOW_CONN_SIRO_DEFAULT"] = json.dumps(connection)
-        print(f"Offline Siro server listening on {server.url}")
+        step(1, f"An offline Siro server listens on {server.url}; siro_default points at it")
 
-        print("Preparing Airflow's SQLite metadata DB (airflow db migrate) ...")
+        step(2, "Preparing Airflow's SQLite metadata DB in .build/demo (airflow db migrate) ...")
         subprocess.run(
             [sys.executable, "-m", "airflow", "db", "migrate"], env=env, check=True, capture_output=True
         )
@@ -66,20 +107,20 @@ def main() -> int:
         download_url = SiroHook().upload_audio(
             lambda: audio.open("rb"), audio.stat().st_size, "wav", label=audio.name
         )
-        print(f"Uploaded {audio.name} ({audio.stat().st_size} bytes) through Siro's signed URLs")
-
-        print(f"Running the example DAG {DAG_ID} with `airflow dags test` ...")
-        conf = json.dumps({"download_url": download_url, "user_email": "rep@example.com"})
-        run = subprocess.run(
-            [sys.executable, "-m", "airflow", "dags", "test", DAG_ID, "-c", conf],
-            env=env,
-            capture_output=True,
-            text=True,
+        step(
+            3,
+            f"Uploaded {audio.name} ({audio.stat().st_size} bytes) through Siro's signed URLs, "
+            "as a recorder app would",
         )
+
+        step(4, f"Running the example DAG {DAG_ID} with `airflow dags test`, given the download URL ...")
+        conf = json.dumps({"download_url": download_url, "user_email": "rep@example.com"})
         log_file = BUILD / "dags-test.log"
-        log_file.write_text(run.stdout + run.stderr)
-        if run.returncode != 0:
-            print(f"`airflow dags test` failed (exit {run.returncode}); its output is in {log_file}")
+        returncode = run_dag_narrated(
+            [sys.executable, "-m", "airflow", "dags", "test", DAG_ID, "-c", conf], env, log_file
+        )
+        if returncode != 0:
+            print(f"`airflow dags test` failed (exit {returncode}); its output is in {log_file}")
             return 1
 
         recording_id = read_xcom(DAG_ID, "upload_recording")

@@ -44,6 +44,9 @@ def table(report: dict[str, Any], overall: dict[str, int], bad_input: dict[str, 
     parallel = report.get("load_parallel_processes", {})
     control = report.get("load_unpaced_control", {})
     bulk = report.get("bulk_faults", {})
+    redirects = report.get("redirects", {})
+    echoed = report.get("echoed_errors", {})
+    signatures = report.get("bulk_signatures", {})
     missing = "(not run)"
 
     def get(section: dict[str, Any], key: str) -> Any:
@@ -96,6 +99,26 @@ def table(report: dict[str, Any], overall: dict[str, int], bad_input: dict[str, 
             + (f"{secrets['bytes_scanned'] / 1e6:.0f}" if "bytes_scanned" in secrets else missing),
         ),
         ("secrets found", get(secrets, "hits")),
+        (
+            "redirects (mint, signed URLs, PUT, create; 301/302/307/308; other port and host): cases",
+            len(redirects) if redirects else missing,
+        ),
+        (
+            "  requests / credentials / recordings at the other host; calls retried",
+            " / ".join(
+                str(sum(case[key] for case in redirects.values())) if redirects else missing
+                for key in ("other_requests", "credentials_sent", "other_recordings")
+            )
+            + f"; {sum(case['attempts'] - 1 for case in redirects.values()) if redirects else missing}",
+        ),
+        (
+            "Siro echoing the request in 400/401/403/422/500: cases / secrets in exceptions, logs, DB",
+            f"{len(echoed) if echoed else missing} / {sum(echoed.values()) if echoed else missing}",
+        ),
+        (
+            "bulk task of 200 files: signatures issued / found in its log, log folder, DB",
+            f"{get(signatures, 'signatures')} / {get(signatures, 'found')}",
+        ),
         (
             f"one worker, {get(one, 'threads')} threads, {get(one, 'uploads')} uploads: busiest {get(one, 'window_s')} s",
             f"{get(one, 'busiest_window')} requests (pace {get(one, 'pace_per_window')}, Siro's limit {get(one, 'limit_per_window')})",

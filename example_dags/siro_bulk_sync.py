@@ -1,10 +1,15 @@
-"""Example: a daily sync of a bucket prefix, uploaded in bulk with an upload ledger; safe to re-run.
+"""Example: every call in a folder or bucket prefix, uploaded in one task with an upload ledger; safe to re-run.
 
-Each day a storage sync delivers the day's calls under a prefix (``s3://calls/inbox/2026-03-02/``).
-One task uploads every audio file there, eight at a time, through one Siro hook; the ledger under
-``s3://calls/_siro_ledger/`` remembers what is uploaded, so clearing a run, re-running it, or a listing
-that overlaps yesterday's uploads nothing twice: a file already in the ledger returns its recording ID.
-Set ``source_root`` and ``ledger_path`` to local folders to try it without a bucket.
+A storage sync delivers calls into a folder. One task uploads every audio file there, eight at a time,
+through one Siro hook; the ledger remembers what is uploaded, so clearing a run, re-running it, or a
+folder that still holds yesterday's calls uploads nothing twice: a file already in the ledger returns
+its recording ID.
+
+Safe to unpause: it runs only when triggered, and its defaults are local folders
+(``/tmp/siro-call-inbox/`` and ``/tmp/siro-upload-ledger/``). In production, give it a schedule and the
+day's prefix of a bucket, for instance ``schedule="@daily"`` with
+``source_folder="s3://<bucket>/inbox/{{ ds }}/"`` and the ledger in the same bucket (``SOURCE_CONN_ID``
+names the bucket's connection).
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ except ImportError:  # Airflow 2.11
 
 from airflow_provider_siro.operators.siro import SiroUploadRecordingsOperator
 
-SOURCE_CONN_ID = "aws_default"  # object storage's connection for s3:// paths; unused for local ones
+SOURCE_CONN_ID = "aws_default"  # object storage's connection for s3:// paths; unused for local folders
 
 
 def fields_for(source: str) -> dict[str, str]:
@@ -34,26 +39,30 @@ def fields_for(source: str) -> dict[str, str]:
 
 with DAG(
     dag_id="siro_bulk_sync",
-    description="Upload the day's synced calls in one task, with a ledger so a re-run uploads nothing twice",
-    schedule="@daily",
+    description="Upload a folder's calls in one task, with a ledger so a re-run uploads nothing twice",
+    schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     tags=["siro", "example"],
     default_args={"retries": 2, "retry_delay": timedelta(minutes=1)},  # a retry uploads only what is new
     params={
-        "source_root": Param("s3://calls/inbox/", type="string", description="bucket prefix or folder"),
-        "ledger_path": Param("s3://calls/_siro_ledger/", type="string"),
+        "source_folder": Param("/tmp/siro-call-inbox/", type="string", description="folder or bucket prefix"),
+        "ledger_path": Param(
+            "/tmp/siro-upload-ledger/", type="string", description="folder or bucket prefix"
+        ),
         "user_email": Param("rep@example.com", type="string"),
     },
 ) as dag:
     upload = SiroUploadRecordingsOperator(
         task_id="upload_day",
-        source_folder="{{ params.source_root }}{{ ds }}/",
+        source_folder="{{ params.source_folder }}",
         pattern="*.mp3",
         source_conn_id=SOURCE_CONN_ID,
         ledger_path="{{ params.ledger_path }}",
         user_email="{{ params.user_email }}",
-        date_created="{{ data_interval_end }}",
+        # A run started by hand on Airflow 3 may have no logical date, and so no data interval: then the
+        # recordings are dated when the run was due.
+        date_created="{{ data_interval_end | default(dag_run.run_after, true) }}",
         fields_per_source=fields_for,
         max_concurrency=8,
     )

@@ -4,6 +4,9 @@ A phone system (or an rclone/S3 sync task) drops audio into a folder or bucket. 
 lists it through Airflow's object storage, so ``source_folder`` may be a local path, ``file://`` or any
 scheme a provider registers (``s3://bucket/calls/``, ``gs://...``; set ``SOURCE_CONN_ID``). One mapped
 upload task per file streams it to Siro; ``collect`` receives every recording ID.
+
+Safe to unpause: it runs only when triggered, and its default folder is local (``/tmp/siro-call-inbox``).
+Give it a schedule (``"@hourly"``, or an asset the sync updates) once it points at your sync's folder.
 """
 
 from __future__ import annotations
@@ -25,7 +28,7 @@ SOURCE_CONN_ID = "aws_default"  # the object storage connection for s3:// folder
 with DAG(
     dag_id="siro_storage_sync",
     description="List the audio a sync step delivered and upload each file to Siro in parallel",
-    schedule="@hourly",
+    schedule=None,
     start_date=pendulum.datetime(2026, 1, 1, tz="UTC"),
     catchup=False,
     max_active_runs=1,
@@ -58,7 +61,7 @@ with DAG(
         title="{{ task.source_path.rsplit('/', 1)[-1] }} (synced {{ dag_run.run_after | default(dag_run.logical_date) | ds }})",
         # The end of the sync window the call landed in. A manual run started without a logical date
         # has no data interval, hence the fallback to when the run was due.
-        date_created="{{ data_interval_end | default(dag_run.run_after) }}",
+        date_created="{{ data_interval_end | default(dag_run.run_after, true) }}",
         max_active_tis_per_dagrun=4,
     ).expand(source_path=sources)
 

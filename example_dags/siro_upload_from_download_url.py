@@ -5,6 +5,9 @@ Trigger it with the ``downloadUrl`` that Siro's signed-URL upload returned, e.g.
     airflow dags trigger siro_upload_from_download_url \
         -c '{"download_url": "https://storage.googleapis.com/...", "user_email": "rep@example.com"}'
 
+To try it on your machine, ``siro-offline serve`` runs an offline Siro and ``siro-offline upload
+call.wav`` uploads a file to it and prints the download URL to trigger the run with.
+
 The download URL's query string is a credential: the operator masks it in logs and rendered fields.
 The recording ID is the upload task's XCom ``return_value``; ``upload.output`` hands it downstream.
 """
@@ -41,7 +44,7 @@ with DAG(
         title="Discovery call {{ (dag_run.logical_date or dag_run.run_after) | ds }} ({{ dag_run.run_id }})",
         user_email="{{ params.user_email }}",
         # A manual run in Airflow 3 may have no logical date; run_after always exists.
-        date_created="{{ data_interval_end | default(dag_run.run_after) }}",
+        date_created="{{ data_interval_end | default(dag_run.run_after, true) }}",
     )
 
     @task

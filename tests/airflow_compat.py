@@ -19,10 +19,10 @@ AIRFLOW_3_ONLY_DAG_FILES = {"siro_asset_audio.py"}
 
 
 def DagBag(*args: Any, **kwargs: Any) -> Any:
-    """Airflow's DagBag: ``airflow.dag_processing.dagbag`` in 3.x, ``airflow.models.dagbag`` in 2.11."""
-    if AIRFLOW_3:
+    """Airflow's DagBag: ``airflow.dag_processing.dagbag`` from 3.1, ``airflow.models.dagbag`` before."""
+    try:
         from airflow.dag_processing.dagbag import DagBag as dagbag_class
-    else:
+    except ImportError:
         from airflow.models.dagbag import DagBag as dagbag_class
     return dagbag_class(*args, **kwargs)
 

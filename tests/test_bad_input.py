@@ -395,9 +395,9 @@ def test_names_in_any_script_and_emoji_are_text_not_bad_input(
 
     assert dag_run.state == "success"
     (recording,) = siro_server.recordings.values()
-    assert {key: recording.body[key] for key in ("title", "customerName", "conversationType")} == {
+    assert {key: recording.body[key] for key in ("title", "contactName", "conversationType")} == {
         "title": text["title"],
-        "customerName": text["customer_name"],
+        "contactName": text["customer_name"],
         "conversationType": text["conversation_type"],
     }
 

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from upload_support import write_audio
+from upload_support import fails_now, write_audio
 
 from airflow_provider_siro.exceptions import (
     SiroBulkUploadFailedError,
@@ -43,7 +43,7 @@ def test_one_bad_field_of_one_source_fails_the_batch_before_any_request(
         write_audio(Path(path), 1000)
     operator = bulk(paths, fields_per_source={paths[3]: {"customer_phone": "call me"}})
 
-    with pytest.raises(SiroValidationError) as raised:
+    with fails_now(SiroValidationError) as raised:
         operator.execute(context={})
 
     assert str(raised.value) == (
@@ -58,7 +58,7 @@ def test_missing_sources_are_all_named_before_any_request(siro_server, siro_conn
     write_audio(present, 1000)
     missing = [str(tmp_path / "gone-1.mp3"), str(tmp_path / "gone-2.wav")]
 
-    with pytest.raises(SiroValidationError) as raised:
+    with fails_now(SiroValidationError) as raised:
         bulk([str(present), *missing]).execute(context={})
 
     assert str(raised.value) == (
@@ -78,7 +78,7 @@ def test_a_failing_file_does_not_stop_the_others_and_a_rerun_uploads_only_it(
     siro_server.add_fault("create_recording", status=422, body={"error": "no such user"})
     ti = TaskInstance()
 
-    with pytest.raises(SiroBulkUploadFailedError) as raised:
+    with fails_now(SiroBulkUploadFailedError) as raised:
         bulk(paths, ledger_path=str(tmp_path / "ledger")).execute(context={"ti": ti})
 
     # Every failure is one Siro refused for good: a retry would meet it again, so there is none.
@@ -104,7 +104,7 @@ def test_without_a_ledger_a_failed_batch_is_not_retried(siro_server, siro_connec
         write_audio(Path(path), 2000)
     siro_server.add_fault("create_recording", status=422, body={"error": "no such user"})
 
-    with pytest.raises(SiroBulkUploadFailedError) as raised:
+    with fails_now(SiroBulkUploadFailedError) as raised:
         bulk(paths).execute(context={"ti": TaskInstance()})
 
     assert "not retried: without a ledger_path a retry would upload the other sources again" in str(

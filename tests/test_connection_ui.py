@@ -148,7 +148,9 @@ def test_airflow_connections_test_succeeds_against_the_offline_server(siro_serve
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "Connection success!" in result.stdout
-    assert [r.endpoint for r in siro_server.requests] == ["mint_token", "signed_urls"]
+    # It proves the credential and names the organization, and creates and uploads nothing.
+    assert [r.endpoint for r in siro_server.requests] == ["mint_token", "list_recordings", "caller_identity"]
+    assert siro_server.objects == {} and siro_server.recordings == {}
     assert siro_server.client_secret not in result.stdout + result.stderr
 
 

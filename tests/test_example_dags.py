@@ -6,6 +6,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -37,7 +38,8 @@ def test_example_dags_parse_in_a_real_dagbag(airflow_db):
         dagbag = DagBag(str(path))
         assert dagbag.import_errors == {}
         dag_ids |= set(dagbag.dag_ids)
-    expected = {"siro_upload_from_download_url", "siro_storage_sync", "siro_bulk_sync"}
+    expected = {"siro_upload_from_download_url", "siro_storage_sync", "siro_bulk_sync", "siro_mapped_uploads"}
+    expected |= {"siro_upload_calls_to_asset", "siro_analyse_uploaded_calls"}
     if AIRFLOW_3:
         expected |= {"siro_call_audio_sync", "siro_upload_new_call_audio"}
     assert dag_ids == expected
@@ -72,7 +74,7 @@ def test_upload_from_download_url(siro_server, siro_connection, run_dag):
     recording = siro_server.recordings[recording_id]
     assert recording.sha256 == hashlib.sha256(audio).hexdigest()
     assert recording.body == {
-        "downloadUrl": download_url,
+        "fileUrl": download_url,
         "fileType": "wav",
         "title": f"Discovery call 2026-03-02 ({dag_run.run_id})",
         "userEmail": "ae@acme.io",
@@ -90,8 +92,8 @@ def test_storage_sync_uploads_every_file_in_parallel_and_collects_the_ids(
     }
     (inbox / "notes.txt").write_text("not audio")
 
-    # As the scheduler starts the hourly run for 15:00: logical date, data interval end and run_after
-    # are all 15:00.
+    # A run with a logical date (as a scheduled one, once the user gives the DAG a schedule): logical
+    # date, data interval end and run_after are all 15:00.
     due = pendulum.datetime(2026, 3, 2, 15, 0, tz="UTC")
     dag_run = run_dag("siro_storage_sync", {"source_folder": str(inbox)}, logical_date=due, run_after=due)
 
@@ -108,7 +110,7 @@ def test_storage_sync_uploads_every_file_in_parallel_and_collects_the_ids(
         assert recording.sha256 == digests[name], name
         assert recording.file_type == name.rsplit(".", 1)[1]
         assert recording.body == {
-            "downloadUrl": recording.body["downloadUrl"],
+            "fileUrl": recording.body["fileUrl"],
             "fileType": name.rsplit(".", 1)[1],
             "title": f"{name} (synced 2026-03-02)",
             "userEmail": "rep@example.com",
@@ -164,7 +166,7 @@ def test_bulk_sync_uploads_the_day_once_and_a_rerun_only_what_is_new(
     }
     (day / "notes.wav").write_bytes(b"not matched by the pattern")
     due = pendulum.datetime(2026, 3, 2, tz="UTC")
-    conf = {"source_root": f"{tmp_path}/inbox/", "ledger_path": str(tmp_path / "ledger")}
+    conf = {"source_folder": f"{day}/", "ledger_path": str(tmp_path / "ledger")}
 
     first = run_dag("siro_bulk_sync", conf, logical_date=due)
     ids = return_value(first, "upload_day")
@@ -275,9 +277,151 @@ def test_asset_producer_announces_files_and_the_scheduled_upload_dag_uploads_the
         recording = siro_server.recordings[recording_id]
         assert recording.sha256 == digest, path.name
         assert recording.body == {
-            "downloadUrl": recording.body["downloadUrl"],
+            "fileUrl": recording.body["fileUrl"],
             "fileType": path.suffix[1:],
             "title": f"{path.name} (synced {consumer.run_after:%Y-%m-%d})",
             "userEmail": "rep@example.com",
             "dateCreated": utc_z(consumer.run_after),
         }
+
+
+# ---------------------------------------------------------------------------------------------- safe to unpause
+
+SCHEDULES_SAFE_TO_UNPAUSE = {"NullTimetable", "AssetTriggeredTimetable", "DatasetTriggeredTimetable"}
+"""Timetables that never start a run by themselves: only a trigger (``schedule=None``) or an asset
+update does. A cron, a timedelta or ``@once`` would start a run the moment a user unpauses the DAG."""
+LOCAL_HOSTS = {"", "127.0.0.1", "localhost", "::1", "[::1]"}
+NAME_ONLY_SCHEMES = {"siro"}
+"""URI schemes that name something and are never contacted: a ``siro://`` asset names where recordings
+live, and the connection, not the URI, decides which API a task calls (docs/lineage.rst)."""
+URL = re.compile(r"\b([a-z][a-z0-9+.-]*)://([^/\s'\"?#]*)", re.IGNORECASE)
+
+
+def _strings(value: Any, seen: set[int] | None = None) -> Iterator[str]:
+    """Every string inside ``value``: containers, Params and objects' public attributes, one level deep
+    for objects (an asset's ``uri``, a Param's ``value``)."""
+    seen = set() if seen is None else seen
+    if id(value) in seen:
+        return
+    seen.add(id(value))
+    if isinstance(value, str):
+        yield value
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            yield from _strings(key, seen)
+            yield from _strings(item, seen)
+    elif isinstance(value, list | tuple | set | frozenset):
+        for item in value:
+            yield from _strings(item, seen)
+    elif hasattr(value, "uri") and isinstance(value.uri, str):  # an asset or dataset
+        yield value.uri
+
+
+def _defaults(dag: Any) -> Iterator[tuple[str, str]]:
+    """(where, text) for everything an unpaused DAG would run with unless a user changed it: its params'
+    defaults, default_args, every task's templated fields (a mapped task's partial arguments), and the
+    assets it is scheduled on or updates."""
+    for name, param in dag.params.items():
+        value = param.value if hasattr(param, "value") else param
+        for text in _strings(value if value is not None else ""):
+            yield f"param {name}", text
+    for text in _strings(dict(dag.default_args or {})):
+        yield "default_args", text
+    condition = getattr(dag.timetable, "asset_condition", None) or getattr(
+        dag.timetable, "dataset_condition", None
+    )
+    for asset in getattr(condition, "objects", []) or []:
+        yield "schedule", asset.uri
+    for task in dag.tasks:
+        fields = dict(getattr(task, "partial_kwargs", {}) or {})
+        for field in task.template_fields:
+            if hasattr(task, field):
+                fields.setdefault(field, getattr(task, field))
+        for field, value in fields.items():
+            for text in _strings(value):
+                yield f"{task.task_id}.{field}", text
+        for outlet in getattr(task, "outlets", []) or []:
+            for text in _strings(outlet):
+                yield f"{task.task_id}.outlets", text
+
+
+def test_every_example_dag_is_safe_to_unpause(airflow_db):
+    files = [
+        f for f in sorted(EXAMPLE_DAGS.glob("*.py")) if AIRFLOW_3 or f.name not in AIRFLOW_3_ONLY_DAG_FILES
+    ]
+    checked: dict[str, int] = {}
+    for path in files:
+        dagbag = DagBag(str(path))
+        assert dagbag.import_errors == {}
+        for dag_id, dag in dagbag.dags.items():
+            assert type(dag.timetable).__name__ in SCHEDULES_SAFE_TO_UNPAUSE, (dag_id, dag.timetable)
+            remote = [
+                (where, text)
+                for where, text in _defaults(dag)
+                for scheme, host in URL.findall(text)
+                if scheme.lower() not in NAME_ONLY_SCHEMES
+                and host.rsplit("@", 1)[-1].rsplit(":", 1)[0] not in LOCAL_HOSTS
+            ]
+            assert remote == [], f"{dag_id}: a default reaches beyond this machine"
+            checked[dag_id] = sum(1 for _ in _defaults(dag))
+    # Every example DAG was looked at, with defaults to look at.
+    assert set(checked) >= {"siro_upload_from_download_url", "siro_storage_sync", "siro_bulk_sync"}
+    assert all(count > 0 for count in checked.values()), checked
+
+
+def test_the_safety_check_catches_a_schedule_and_a_remote_default(airflow_db, tmp_path):
+    # The check above must be able to fail: a DAG that is scheduled and defaults to a bucket.
+    (tmp_path / "unsafe.py").write_text(
+        (EXAMPLE_DAGS / "siro_bulk_sync.py")
+        .read_text()
+        .replace('dag_id="siro_bulk_sync"', 'dag_id="unsafe_bulk_sync"')
+        .replace("schedule=None", 'schedule="@daily"')
+        .replace('"/tmp/siro-call-inbox/"', '"s3://calls/inbox/"')
+    )
+    dag = DagBag(str(tmp_path / "unsafe.py")).get_dag("unsafe_bulk_sync")
+    assert type(dag.timetable).__name__ not in SCHEDULES_SAFE_TO_UNPAUSE
+    assert ("param source_folder", "s3://calls/inbox/") in list(_defaults(dag))
+
+
+# A run started by hand on Airflow 3 has no logical date (and so no ds, ts or data interval). On Airflow
+# 2.11 every run has one; there these runs are dated now.
+
+
+def test_upload_from_download_url_runs_by_hand_without_a_logical_date(siro_server, siro_connection, run_dag):
+    download_url = upload_out_of_band(siro_server, os.urandom(20_000), "wav")
+    dag_run = run_dag(
+        "siro_upload_from_download_url",
+        {"download_url": download_url, "user_email": "ae@acme.io"},
+        logical_date=None,
+    )
+    assert dag_run.state == "success"
+    (recording,) = siro_server.recordings.values()
+    if AIRFLOW_3:
+        assert dag_run.logical_date is None
+        assert recording.body["dateCreated"] == utc_z(dag_run.run_after)
+    assert recording.body["title"].startswith(f"Discovery call {pendulum.now('UTC'):%Y-%m-%d}")
+
+
+def test_storage_sync_runs_by_hand_without_a_logical_date(siro_server, siro_connection, run_dag, tmp_path):
+    write_audio(tmp_path / "call.mp3", 10_000)
+    dag_run = run_dag("siro_storage_sync", {"source_folder": str(tmp_path)}, logical_date=None)
+    assert dag_run.state == "success"
+    (recording,) = siro_server.recordings.values()
+    assert recording.body["title"] == f"call.mp3 (synced {pendulum.now('UTC'):%Y-%m-%d})"
+    if AIRFLOW_3:
+        assert dag_run.logical_date is None
+        assert recording.body["dateCreated"] == utc_z(dag_run.run_after)
+
+
+def test_bulk_sync_runs_by_hand_without_a_logical_date(siro_server, siro_connection, run_dag, tmp_path):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    digest = write_audio(inbox / "rep-7_globex.mp3", 10_000)
+    conf = {"source_folder": f"{inbox}/", "ledger_path": str(tmp_path / "ledger")}
+    dag_run = run_dag("siro_bulk_sync", conf, logical_date=None)
+    assert dag_run.state == "success"
+    (recording,) = siro_server.recordings.values()
+    assert (recording.body["title"], recording.sha256) == ("rep-7 globex", digest)
+    if AIRFLOW_3:
+        assert dag_run.logical_date is None
+        assert recording.body["dateCreated"] == utc_z(dag_run.run_after)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import re
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from airflow_provider_siro.exceptions import (
     SiroValidationError,
 )
 from airflow_provider_siro.hooks import auth, redaction
+from airflow_provider_siro.hooks import siro as siro_hook_module
 from airflow_provider_siro.hooks.siro import SiroHook
 from airflow_provider_siro.payload import validate_recording_fields
 
@@ -25,8 +28,10 @@ AUDIO = b"ID3\x03\x00" + bytes(range(256)) * 64
 @pytest.fixture(autouse=True)
 def _fresh_token_cache():
     auth._TOKEN_CACHE.clear()
+    siro_hook_module._NEGOTIATED.clear()
     yield
     auth._TOKEN_CACHE.clear()
+    siro_hook_module._NEGOTIATED.clear()
 
 
 def use_connection(monkeypatch, server, **kwargs: Any) -> dict[str, Any]:
@@ -305,7 +310,7 @@ def test_422_lists_each_zod_issue(siro_server, monkeypatch):
     fields = validate_recording_fields("mp3", user_id="u1")
     # Bypass the provider's own validation to see how a server-side 422 is reported.
     object.__setattr__(
-        fields, "values", {**fields.values, "crmObjects": [{"objectType": "Planet", "objectId": ""}]}
+        fields, "values", {**fields.values, "crm_objects": [{"objectType": "Planet", "objectId": ""}]}
     )
     with pytest.raises(SiroRejectedError) as info:
         hook.create_recording(download_url, fields)
@@ -344,13 +349,266 @@ def test_uri_form_connection(siro_server, monkeypatch):
     assert hook.get_signed_urls("aac", 5).upload_headers["Content-Type"] == "audio/aac"
 
 
-def test_newer_field_names_switch(siro_server, monkeypatch):
+def test_newer_field_names_still_works_with_a_deprecation_warning(siro_server, monkeypatch):
     use_connection(monkeypatch, siro_server, extras={"newer_field_names": True})
-    recording_id = upload_and_create(SiroHook(), customer_name="Ada", customer_phone="+15551234567")
+    hook = SiroHook()
+    with pytest.warns(
+        DeprecationWarning, match="newer_field_names is deprecated; it now means api_fields='current'"
+    ):
+        assert hook.settings.api_fields == "current"
+    recording_id = upload_and_create(hook, customer_name="Ada", customer_phone="+15551234567")
     body = siro_server.recordings[recording_id].body
     assert "fileUrl" in body and "downloadUrl" not in body
     assert body["contactName"] == "Ada" and body["contactPhone"] == "+15551234567"
     assert "customerName" not in body
+
+
+def test_newer_field_names_false_pins_the_original_names(monkeypatch):
+    from airflow_provider_siro.testing import OfflineSiro
+
+    with OfflineSiro(api="original") as server:
+        use_connection(monkeypatch, server, extras={"newer_field_names": "false"})
+        hook = SiroHook()
+        with pytest.warns(DeprecationWarning, match="api_fields='original'"):
+            recording_id = upload_and_create(hook, customer_name="Ada")
+        assert server.recordings[recording_id].body["customerName"] == "Ada"
+        assert [r.status for r in server.requests if r.endpoint == "create_recording"] == [201]
+
+
+@pytest.mark.parametrize(
+    ("extras", "field", "problem"),
+    [
+        ({"api_fields": "newest"}, "siro_default.extra.api_fields", "must be one of auto, current, original"),
+        (
+            {"api_fields": "original", "newer_field_names": True},
+            "siro_default.extra.newer_field_names",
+            "says current field names but api_fields says original",
+        ),
+    ],
+)
+def test_bad_api_fields_are_named(siro_server, monkeypatch, extras, field, problem):
+    use_connection(monkeypatch, siro_server, extras=extras)
+    with pytest.raises(SiroValidationError, match=re.escape(f"{field}: ") + ".*" + re.escape(problem)):
+        _ = SiroHook().settings
+    assert siro_server.requests == []
+
+
+# --------------------------------------------------------------------------- both wire formats
+
+
+def creates(server) -> list[int | None]:
+    return [r.status for r in server.requests if r.endpoint == "create_recording"]
+
+
+@pytest.mark.parametrize("api_fields", [None, "auto", "current"])
+def test_current_names_against_a_current_siro_take_one_call(siro_server, monkeypatch, api_fields):
+    use_connection(monkeypatch, siro_server, extras={"api_fields": api_fields} if api_fields else {})
+    recording_id = upload_and_create(SiroHook(), customer_name="Ada", discoverable=True, result="in progress")
+    assert creates(siro_server) == [201]
+    body = siro_server.recordings[recording_id].body
+    assert {k: body[k] for k in ("contactName", "discoverable", "result")} == {
+        "contactName": "Ada",
+        "discoverable": True,
+        "result": "in progress",
+    }
+    assert "fileUrl" in body
+
+
+def test_auto_falls_back_to_the_original_names_once_and_remembers(monkeypatch):
+    from airflow_provider_siro.testing import OfflineSiro
+
+    with OfflineSiro(api="original") as server:
+        use_connection(monkeypatch, server)
+        first = upload_and_create(SiroHook(), customer_name="Ada")
+        # The first create cost one refused call (422, nothing created), the rest cost none.
+        assert creates(server) == [422, 201]
+        assert list(server.recordings) == [first]
+        assert server.recordings[first].body["customerName"] == "Ada"
+        second = upload_and_create(SiroHook(), title="Second")  # a new hook: the same process and connection
+        assert creates(server) == [422, 201, 201]
+        assert set(server.recordings) == {first, second}
+
+
+@pytest.mark.parametrize(
+    ("server_api", "pinned"),
+    [("original", "current"), ("current", "original")],
+)
+def test_a_pinned_connection_against_the_other_siro_fails_once_and_clearly(monkeypatch, server_api, pinned):
+    from airflow_provider_siro.testing import OfflineSiro
+
+    with OfflineSiro(api=server_api) as server:
+        use_connection(monkeypatch, server, extras={"api_fields": pinned})
+        with pytest.raises(SiroRejectedError) as info:
+            upload_and_create(SiroHook())
+        assert info.value.status_code == 422
+        assert f"pinned to (extra api_fields={pinned}); set api_fields to auto" in str(info.value)
+        assert creates(server) == [422]
+        assert server.recordings == {}
+
+
+def test_the_original_siro_cannot_carry_discoverable_or_result(monkeypatch):
+    from airflow_provider_siro.testing import OfflineSiro
+
+    with OfflineSiro(api="original") as server:
+        use_connection(monkeypatch, server)
+        with pytest.raises(SiroValidationError, match=r"^result: is a field of Siro's current API only"):
+            upload_and_create(SiroHook(), result="closed")
+        assert creates(server) == [422] and server.recordings == {}
+        # Learnt: the next such create is refused before any call.
+        with pytest.raises(SiroValidationError, match=r"^discoverable: .*it speaks the original ones"):
+            upload_and_create(SiroHook(), discoverable=False)
+        assert creates(server) == [422] and server.recordings == {}
+
+
+def test_a_pinned_original_connection_refuses_result_before_the_create(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server, extras={"api_fields": "original"})
+    with pytest.raises(SiroValidationError, match=r"^result: .*pinned to its original field names"):
+        upload_and_create(SiroHook(), result="not closed")
+    assert creates(siro_server) == []
+
+
+@pytest.mark.parametrize(
+    ("server_api", "fault", "created"),
+    [
+        ("current", {"drop": "after"}, 1),  # created, answer lost
+        ("current", {"status": 500, "acted": True}, 1),  # created, then a 5xx
+        ("current", {"status": 502}, 0),  # a 5xx before acting: still ambiguous to the client
+        # Against an original Siro, the first (current) body would have been refused; the client
+        # cannot know that from a lost answer, so it must not try the other names either.
+        ("original", {"drop": "before"}, 0),
+        ("original", {"status": 502}, 0),
+    ],
+)
+def test_an_ambiguous_answer_never_triggers_a_second_format(monkeypatch, server_api, fault, created):
+    from airflow_provider_siro.testing import OfflineSiro
+
+    with OfflineSiro(api=server_api) as server:
+        use_connection(monkeypatch, server)
+        server.add_fault("create_recording", **fault)
+        with pytest.raises(SiroAmbiguousCreateError):
+            upload_and_create(SiroHook())
+        server.wait_idle()
+        assert len(creates(server)) == 1
+        assert len(server.recordings) == created
+
+
+def test_a_422_about_a_value_is_not_sent_again(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server)
+    hook = SiroHook()
+    download_url = hook.upload_audio(lambda: _BytesOpener(AUDIO), len(AUDIO), "mp3")
+    fields = validate_recording_fields("mp3", user_id="u1")
+    object.__setattr__(fields, "values", {**fields.values, "date_created": "2024-05-01"})  # bypass the check
+    with pytest.raises(SiroRejectedError, match="dateCreated: Invalid datetime"):
+        hook.create_recording(download_url, fields)
+    assert creates(siro_server) == [422]
+
+
+# --------------------------------------------------------------------------- listing recordings
+
+
+def _make_recordings(server, token: str, stamps: list[str]) -> list[str]:
+    import requests
+
+    session = requests.Session()
+    session.headers["User-Agent"] = "hook-tests/1.0"
+    made = []
+    for stamp in stamps:
+        signed = session.post(
+            f"{server.url}/v1/core/recordings/signed-urls",
+            json={"fileType": "mp3", "fileSize": len(AUDIO)},
+            headers={"x-siro-auth-token": token},
+            timeout=10,
+        ).json()["data"]
+        session.put(signed["uploadUrl"], data=AUDIO, headers=signed["uploadHeaders"], timeout=10)
+        answer = session.post(
+            f"{server.url}/v1/core/recordings/upload",
+            json={"fileUrl": signed["downloadUrl"], "fileType": "mp3", "userId": "u1", "dateCreated": stamp},
+            headers={"x-siro-auth-token": token},
+            timeout=10,
+        )
+        made.append(answer.json()["data"]["recordingId"])
+    session.close()
+    return made
+
+
+def test_list_recordings_follows_the_cursor_within_the_window(siro_server, monkeypatch):
+    from datetime import UTC, datetime
+
+    token = siro_server.issue_access_token()
+    use_connection(monkeypatch, siro_server, token=token)
+    made = _make_recordings(siro_server, token, [f"2024-05-01T10:00:{s:02d}Z" for s in range(7)])
+    hook = SiroHook()
+
+    listed = list(hook.list_recordings(limit=2, order_direction="asc"))
+    assert [item["id"] for item in listed] == made
+    assert [r.endpoint for r in siro_server.requests].count("list_recordings") == 4  # 2+2+2+1
+
+    window = hook.list_recordings(
+        created_after=datetime(2024, 5, 1, 10, 0, 1, tzinfo=UTC),
+        created_before=datetime(2024, 5, 1, 10, 0, 4, tzinfo=UTC),
+    )
+    assert [item["id"] for item in window] == [made[3], made[2]]  # newest first by default
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field"),
+    [
+        ({"limit": 101}, "limit"),
+        ({"limit": 0}, "limit"),
+        ({"order_direction": "newest"}, "order_direction"),
+        ({"created_after": datetime(2024, 5, 1)}, "created_after"),
+    ],
+)
+def test_list_recordings_checks_its_arguments_before_any_call(siro_server, monkeypatch, kwargs, field):
+    use_connection(monkeypatch, siro_server)
+    with pytest.raises(SiroValidationError, match=rf"^{field}: "):
+        next(SiroHook().list_recordings(**kwargs))
+    assert siro_server.requests == []
+
+
+# --------------------------------------------------------------------------- test_connection
+
+
+def test_test_connection_names_the_user_and_creates_nothing(siro_server, monkeypatch):
+    token = siro_server.issue_access_token()
+    use_connection(monkeypatch, siro_server, token=token)
+    _make_recordings(siro_server, token, ["2024-05-01T10:00:00Z"])
+    siro_server.clear_requests()
+    objects = set(siro_server.objects)
+
+    ok, message = SiroHook().test_connection()
+
+    assert ok, message
+    assert "with the pasted access token" in message and "user u1" in message
+    assert "Nothing was uploaded or created" in message
+    assert [r.endpoint for r in siro_server.requests] == ["list_recordings"]
+    assert len(siro_server.recordings) == 1 and set(siro_server.objects) == objects
+    assert token not in message
+
+
+def test_test_connection_with_an_oauth_app_names_user_and_organization(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server, oauth=True)
+
+    ok, message = SiroHook().test_connection()
+
+    assert ok, message
+    assert f"user {siro_server.user_id}" in message
+    assert f"organization {siro_server.organization_id}" in message
+    assert sorted(r.endpoint for r in siro_server.requests) == [
+        "caller_identity",
+        "list_recordings",
+        "mint_token",
+    ]
+    assert siro_server.recordings == {} and siro_server.objects == {}
+    assert siro_server.org_token not in message and siro_server.client_secret not in message
+
+
+def test_test_connection_reports_a_refused_token(siro_server, monkeypatch):
+    use_connection(monkeypatch, siro_server, token="not-a-token")
+    ok, message = SiroHook().test_connection()
+    assert not ok
+    assert "401" in message and "not-a-token" not in message
+    assert siro_server.objects == {}
 
 
 def test_recording_id_from_newer_response_shape(monkeypatch):

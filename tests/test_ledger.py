@@ -7,7 +7,6 @@ with the ledger in a local folder. The same on moto's S3 is in test_object_stora
 
 from __future__ import annotations
 
-import re
 import threading
 
 import pytest
@@ -67,11 +66,11 @@ def test_a_changed_file_under_the_same_path_is_uploaded_once_more(
     assert siro_server.recordings[second_id].sha256 == changed
 
 
-def test_an_ambiguous_create_is_recorded_and_the_next_try_refuses_to_guess(
+def test_a_create_whose_answer_is_lost_is_found_in_siro_in_the_same_try_and_not_uploaded_again(
     siro_server, siro_connection, run_dag, tmp_path, capfd
 ):
     audio, ledger = tmp_path / "call.mp3", tmp_path / "ledger"
-    write_audio(audio, 30_000)
+    digest = write_audio(audio, 30_000)
     conf = {"source_path": str(audio), "ledger_path": str(ledger)}
     # The gateway fails after Siro created the recording: the answer is lost.
     siro_server.add_fault("create_recording", drop="after")
@@ -79,45 +78,69 @@ def test_an_ambiguous_create_is_recorded_and_the_next_try_refuses_to_guess(
     dag_run = run_dag("siro_test_ledger_single", conf, logical_date=logical_date())
 
     ti = task_instances(dag_run)[("upload", -1)]
-    assert (ti.state, ti.try_number) == ("failed", 1)  # ambiguous: not retried
     (created,) = siro_server.recordings.values()
+    assert (ti.state, ti.try_number) == ("success", 1)
+    assert return_value(dag_run, "upload") == created.id and created.sha256 == digest
+    entry = ledger_of(ledger).lookup(locate_source(str(audio)))
+    assert entry is not None and (entry.status, entry.recording_id) == ("reconciled", created.id)
+    assert f"found Siro recording {created.id}, made by that call" in capfd.readouterr().out
+
     siro_server.clear_requests()
-
-    # A re-run does not upload again: it fails at once, saying what to check.
     rerun = run_dag("siro_test_ledger_single", conf, logical_date=logical_date())
-    assert task_instances(rerun)[("upload", -1)].state == "failed"
-    assert siro_server.requests == [] and len(siro_server.recordings) == 1
-    message = capfd.readouterr().out
-    entry = ledger_of(ledger).entry_location(locate_source(str(audio)))
-    assert re.search(
-        rf"SiroLedgerError: {re.escape(str(audio))}: an earlier try's create call \(.*\) failed after Siro may "
-        rf"have acted on it, so the recording may or may not exist .*Check Siro for it, then settle the "
-        rf"ledger entry {re.escape(entry)}",
-        message,
-    ), message[-3000:]
-
-    # Doing what it says: Siro has the recording, so record its ID; the next run returns it.
-    assert ledger_of(ledger).settle(str(audio), created.id) == 1
-    settled = run_dag("siro_test_ledger_single", conf, logical_date=logical_date())
-    assert return_value(settled, "upload") == created.id
+    assert return_value(rerun, "upload") == created.id
     assert siro_server.requests == [] and len(siro_server.recordings) == 1
 
 
-def test_settle_without_an_id_forgets_the_entry_so_the_next_run_uploads(
+def test_a_create_that_never_reached_siro_is_uploaded_again_in_the_same_try(
     siro_server, siro_connection, run_dag, tmp_path
 ):
     audio, ledger = tmp_path / "call.mp3", tmp_path / "ledger"
     digest = write_audio(audio, 30_000)
     conf = {"source_path": str(audio), "ledger_path": str(ledger)}
     siro_server.add_fault("create_recording", drop="before")  # Siro never saw it
-    run_dag("siro_test_ledger_single", conf, logical_date=logical_date())
-    assert siro_server.recordings == {}
 
-    assert UploadLedger(str(ledger)).settle(str(audio)) == 1
     dag_run = run_dag("siro_test_ledger_single", conf, logical_date=logical_date())
 
     (recording,) = siro_server.recordings.values()
+    assert task_instances(dag_run)[("upload", -1)].try_number == 1
     assert return_value(dag_run, "upload") == recording.id and recording.sha256 == digest
+
+
+def test_two_recordings_that_match_a_lost_create_fail_the_task_naming_both(
+    siro_server, siro_connection, run_dag, tmp_path, capfd
+):
+    from upload_support import upload_out_of_band
+
+    from airflow_provider_siro.hooks.siro import SiroHook
+    from airflow_provider_siro.payload import validate_recording_fields
+
+    audio, ledger = tmp_path / "call.mp3", tmp_path / "ledger"
+    write_audio(audio, 30_000)
+    conf = {"source_path": str(audio), "ledger_path": str(ledger)}
+    # Someone uploaded a recording with the same title a moment ago (from the Siro app, say).
+    url = upload_out_of_band(siro_server, b"\xff\xfb" * 5000, "mp3")
+    earlier = SiroHook().create_recording(
+        url, validate_recording_fields("mp3", title="call.mp3", user_email="rep@example.com")
+    )
+    siro_server.add_fault("create_recording", drop="after")
+
+    dag_run = run_dag("siro_test_ledger_single", conf, logical_date=logical_date())
+
+    ti = task_instances(dag_run)[("upload", -1)]
+    assert (ti.state, ti.try_number) == ("failed", 1)
+    assert len(siro_server.recordings) == 2
+    (lost,) = [rid for rid in siro_server.recordings if rid != earlier]
+    out = capfd.readouterr().out
+    assert "Siro has 2 recordings it may have made" in out
+    assert earlier in out and lost in out
+    entry = ledger_of(ledger).lookup(locate_source(str(audio)))
+    assert entry is not None and entry.status == "ambiguous" and set(entry.candidates) == {earlier, lost}
+
+    # Settled by hand with the right one, the next run returns it and sends nothing.
+    assert ledger_of(ledger).settle(str(audio), lost) == 1
+    siro_server.clear_requests()
+    settled = run_dag("siro_test_ledger_single", conf, logical_date=logical_date())
+    assert return_value(settled, "upload") == lost and siro_server.requests == []
 
 
 def test_of_eight_tries_racing_for_one_source_one_uploads_and_seven_wait_for_its_id(tmp_path):

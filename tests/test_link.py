@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 import pytest
+import requests
 from airflow_compat import AIRFLOW_3, serialized_dag_for_run, xcom_value
 
 from airflow_provider_siro.hooks import auth
@@ -106,14 +107,29 @@ def test_each_mapped_upload_links_to_the_recording_it_created(run_dag, app_url_c
         assert f"Siro recording {created[index]}: {url}" in output
 
 
-def test_the_link_defaults_to_the_siro_web_app(run_dag, siro_server, siro_connection):
-    recording_id = create_recording("Default app")
+def test_against_the_offline_server_the_link_opens_its_own_page_of_the_recording(
+    run_dag, siro_server, siro_connection
+):
+    recording_id = create_recording("Offline page")
 
     dag_run = run_dag("siro_sensor_poke", conf={"recording_id": recording_id})
 
-    assert ui_links(dag_run, "wait") == {
-        -1: {"Siro recording": f"https://app.siro.ai/recordings/{recording_id}"}
-    }
+    link = ui_links(dag_run, "wait")[-1]["Siro recording"]
+    assert link == f"{siro_server.url}/_offline/recordings/{recording_id}"
+    page = requests.get(link, timeout=10)  # what a click opens
+    assert page.status_code == 200
+    assert page.json()["id"] == recording_id and page.json()["title"] == "Offline page"
+
+
+def test_a_connection_to_siro_links_to_the_web_app_by_default(siro_server, monkeypatch):
+    from airflow_provider_siro.links.siro import recording_page
+
+    # The same connection, aimed at Siro itself (nothing is sent: the link needs no request).
+    conn = {**siro_server.connection(), "host": "https://api.siro.ai"}
+    monkeypatch.setenv("AIRFLOW_CONN_SIRO_DEFAULT", json.dumps(conn))
+
+    assert recording_page(SiroHook(), "rec-1") == "https://app.siro.ai/recordings/rec-1"
+    assert siro_server.requests == []
 
 
 def test_a_task_that_never_named_a_recording_shows_no_link(run_dag, siro_server, siro_connection):

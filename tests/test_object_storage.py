@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from airflow_compat import AIRFLOW_3
-from upload_support import return_value
+from upload_support import fails_now, return_value
 
 from airflow_provider_siro.exceptions import SiroValidationError
 from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
@@ -130,7 +130,7 @@ def test_a_bad_s3_source_fails_before_anything_reaches_siro(
         user_email="ae@acme.io",
     )
 
-    with pytest.raises(SiroValidationError) as raised:
+    with fails_now(SiroValidationError) as raised:
         operator.execute(context={})
 
     assert str(raised.value) == message

@@ -41,8 +41,26 @@ MiB = 1024 * 1024
 
 @pytest.fixture(scope="module")
 def shared_siro() -> Iterator[OfflineSiro]:
+    """The module's server speaks the original API (the seed document's body); the tests of the
+    current API's body use ``current_siro``. Everything but the create body is the same in both."""
+    with OfflineSiro(api="original") as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def shared_current_siro() -> Iterator[OfflineSiro]:
     with OfflineSiro() as server:
         yield server
+
+
+@pytest.fixture
+def current_siro(shared_current_siro: OfflineSiro) -> Iterator[OfflineSiro]:
+    """A server speaking Siro's current API (the default), looking fresh to each test."""
+    shared_current_siro.clear_faults()
+    shared_current_siro.clear_requests()
+    yield shared_current_siro
+    for recording_id in shared_current_siro.recordings:
+        shared_current_siro.delete_recording(recording_id)
 
 
 @pytest.fixture
@@ -526,7 +544,8 @@ def test_create_recording_with_the_seed_body(siro, http):
     assert recording.sha256 == hashlib.sha256(AUDIO).hexdigest() and recording.size == len(AUDIO)
 
 
-def test_create_recording_with_the_newer_names(siro, http):
+def test_create_recording_with_the_current_names(current_siro, http):
+    siro = current_siro
     body = {
         "fileUrl": upload(http, siro),
         "fileType": "mp3",
@@ -539,11 +558,61 @@ def test_create_recording_with_the_newer_names(siro, http):
     }
     answer = create(http, siro, body)
     assert answer.status_code == 201, answer.text
-    assert siro.recordings[answer.json()["data"]["id"]].body == body
+    assert answer.json() == {"data": {"recordingId": answer.json()["data"]["recordingId"]}}
+    assert siro.recordings[answer.json()["data"]["recordingId"]].body == body
+
+
+def test_the_current_api_refuses_the_original_body_naming_its_keys(current_siro, http):
+    body = _seed(customerName="Ada", title="Call")(upload(http, current_siro))
+    answer = create(http, current_siro, body)
+    assert answer.status_code == 422
+    issues = answer.json()["issues"]
+    assert {"code": "invalid_type", "path": ["fileUrl"], "message": "Required"} in issues
+    (unknown,) = [issue for issue in issues if issue["code"] == "unrecognized_keys"]
+    assert unknown["keys"] == ["downloadUrl", "customerName"]
+    assert "'downloadUrl', 'customerName'" in unknown["message"]
+    assert current_siro.recordings == {}
+
+
+def test_the_original_api_refuses_the_current_body_naming_its_keys(siro, http):
+    body = {"fileUrl": upload(http, siro), "fileType": "mp3", "userId": "u", "result": "closed"}
+    answer = create(http, siro, body)
+    assert answer.status_code == 422
+    issues = answer.json()["issues"]
+    assert {"code": "invalid_type", "path": ["downloadUrl"], "message": "Required"} in issues
+    (unknown,) = [issue for issue in issues if issue["code"] == "unrecognized_keys"]
+    assert unknown["keys"] == ["fileUrl", "result"]
+    assert siro.recordings == {}
+
+
+@pytest.mark.parametrize(
+    ("changes", "issue"),
+    [
+        ({"result": "maybe"}, ("invalid_enum_value", ["result"])),
+        ({"result": None}, ("invalid_enum_value", ["result"])),
+        ({"discoverable": "true"}, ("invalid_type", ["discoverable"])),
+        ({"contactName": 5}, ("invalid_type", ["contactName"])),
+        ({"fileUrl": None}, ("invalid_type", ["fileUrl"])),
+        ({"notes": "x"}, ("unrecognized_keys", [])),
+    ],
+)
+def test_current_create_validation_422(current_siro, http, changes, issue):
+    body = {"fileUrl": upload(http, current_siro), "fileType": "mp3", "userId": "u", **changes}
+    if changes.get("fileUrl", "") is None:
+        del body["fileUrl"]
+    answer = create(http, current_siro, body)
+    assert answer.status_code == 422
+    assert issue in zod_issues(answer)
+    assert current_siro.recordings == {}
+
+
+def test_an_unknown_api_is_refused():
+    with pytest.raises(ValueError, match="api must be one of current, original, got 'v3'"):
+        OfflineSiro(api="v3")
 
 
 def test_response_id_key_recording_id(http):
-    with OfflineSiro(response_id_key="recordingId") as server:
+    with OfflineSiro(api="original", response_id_key="recordingId") as server:
         token = server.issue_access_token()
         answer = create(
             http, server, {"downloadUrl": upload(http, server), "fileType": "mp3", "userId": "u"}, token
@@ -602,12 +671,15 @@ def test_create_validation_422(siro, http, make_body, issue):
     assert siro.recordings == {}
 
 
-def test_mixed_names_name_the_offending_keys(siro, http):
+def test_mixed_names_name_the_offending_keys(siro, current_siro, http):
     body = _seed(contactName="Ada", customerPhone="+1555")(upload(http, siro))
     (issue,) = create(http, siro, body).json()["issues"]
-    assert issue["code"] == "unrecognized_keys"
-    assert "'customerPhone'" in issue["message"] and "'downloadUrl'" in issue["message"]
+    assert issue["code"] == "unrecognized_keys" and issue["keys"] == ["contactName"]
     assert "Ada" not in issue["message"]
+    body = {"fileUrl": upload(http, current_siro), "fileType": "mp3", "userId": "u", "customerPhone": "+1555"}
+    (issue,) = create(http, current_siro, body).json()["issues"]
+    assert issue["code"] == "unrecognized_keys" and issue["keys"] == ["customerPhone"]
+    assert "+1555" not in issue["message"]
 
 
 @pytest.mark.parametrize(
@@ -680,7 +752,7 @@ def created_recording(http, server, token: str, **changes: Any) -> str:
 def test_recording_completes_after_processing_polls(http):
     flags = {"showSummary": "true", "showEntityExtractions": "true", "showCrmOpportunities": "true"}
     extras = {"summary", "entityExtractions", "crmOpportunities"}
-    with OfflineSiro(processing_polls=3) as server:
+    with OfflineSiro(api="original", processing_polls=3) as server:
         token = server.issue_access_token()
         recording_id = created_recording(http, server, token)
         for _ in range(2):
@@ -873,7 +945,7 @@ def _soak(server: OfflineSiro, seed: int) -> tuple[list[str | None], list[Any], 
 
 
 def test_random_faults_are_deterministic(siro, http):
-    with OfflineSiro(slow_delay=0.01) as server:
+    with OfflineSiro(api="original", slow_delay=0.01) as server:
         faults, seen, counts = _soak(server, seed=11)
         assert _soak(server, seed=11) == (faults, seen, counts)
         assert _soak(server, seed=12)[0] != faults
@@ -954,13 +1026,206 @@ def test_control_endpoints_answer_on_a_fresh_connection(siro):
     assert siro.requests == []
 
 
+# --------------------------------------------------------------------------- listing recordings
+
+
+def list_recordings(http, server, token: str, **query: Any) -> requests.Response:
+    return http.get(
+        f"{server.url}/v1/core/recordings", params=query, headers={"x-siro-auth-token": token}, timeout=10
+    )
+
+
+def current_recording(http, server, token: str, **fields: Any) -> str:
+    body = {"fileUrl": upload(http, server), "fileType": "mp3", "userId": "u1", **fields}
+    answer = create(http, server, body, token)
+    assert answer.status_code == 201, answer.text
+    return answer.json()["data"]["recordingId"]
+
+
+def test_list_shows_the_users_recordings_with_the_fields_a_client_matches_on(current_siro, http):
+    token = current_siro.issue_access_token()
+    first = current_recording(
+        http,
+        current_siro,
+        token,
+        title="QBR",
+        result="closed",
+        discoverable=True,
+        dateCreated="2024-05-01T10:00:00Z",
+    )
+    second = current_recording(http, current_siro, token)
+    other_user = current_siro.issue_access_token(user_id="user_someone_else")
+    current_recording(http, current_siro, other_user)
+
+    answer = list_recordings(http, current_siro, token)
+
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["cursor"] is None
+    items = {item["id"]: item for item in answer.json()["data"]}
+    assert set(items) == {first, second}
+    assert items[first] == {
+        "id": first,
+        "title": "QBR",
+        "userId": "u1",
+        "dateCreated": "2024-05-01T10:00:00Z",
+        "durationInMilliseconds": len(AUDIO) // 16,
+        "result": "closed",
+        "discoverable": True,
+        "isPrivate": False,
+    }
+    assert items[second]["result"] is None and items[second]["discoverable"] is False
+    # Without a dateCreated in the body, the recording is dated when it was created, to the millisecond.
+    assert re.fullmatch(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z", items[second]["dateCreated"])
+
+
+def test_list_filters_by_date_created_exclusively(current_siro, http):
+    token = current_siro.issue_access_token()
+    ids = {
+        stamp: current_recording(http, current_siro, token, dateCreated=stamp)
+        for stamp in ("2024-05-01T10:00:00Z", "2024-05-01T10:00:01Z", "2024-05-01T10:00:02Z")
+    }
+
+    def listed(**query: str) -> set[str]:
+        answer = list_recordings(http, current_siro, token, **query)
+        assert answer.status_code == 200, answer.text
+        return {item["id"] for item in answer.json()["data"]}
+
+    assert listed(**{"dateCreated:gt": "2024-05-01T10:00:00.000Z"}) == {
+        ids["2024-05-01T10:00:01Z"],
+        ids["2024-05-01T10:00:02Z"],
+    }
+    assert listed(
+        **{"dateCreated:gt": "2024-05-01T10:00:00.999Z", "dateCreated:lt": "2024-05-01T10:00:01.001Z"}
+    ) == {ids["2024-05-01T10:00:01Z"]}
+    assert listed(**{"dateCreated:lt": "2024-05-01T10:00:00.000Z"}) == set()
+
+
+def test_list_pages_with_a_cursor_in_either_order(current_siro, http):
+    token = current_siro.issue_access_token()
+    made = [
+        current_recording(http, current_siro, token, dateCreated=f"2024-05-01T10:00:{second:02d}Z")
+        for second in range(7)
+    ]
+    for direction, expected in (("asc", made), ("desc", made[::-1])):
+        seen: list[str] = []
+        query: dict[str, str] = {"limit": "3", "orderBy": "dateCreated", "orderDirection": direction}
+        pages = 0
+        while True:
+            body = list_recordings(http, current_siro, token, **query).json()
+            pages += 1
+            assert len(body["data"]) <= 3
+            seen += [item["id"] for item in body["data"]]
+            if body["cursor"] is None:
+                break
+            query["cursor"] = body["cursor"]
+        assert seen == expected and pages == 3
+
+
+def test_list_default_order_is_newest_first(current_siro, http):
+    token = current_siro.issue_access_token()
+    older = current_recording(http, current_siro, token, dateCreated="2024-05-01T10:00:00Z")
+    newer = current_recording(http, current_siro, token, dateCreated="2024-06-01T10:00:00Z")
+    assert [item["id"] for item in list_recordings(http, current_siro, token).json()["data"]] == [
+        newer,
+        older,
+    ]
+
+
+@pytest.mark.parametrize(
+    ("query", "path"),
+    [
+        ({"limit": "101"}, ["limit"]),
+        ({"limit": "0"}, ["limit"]),
+        ({"limit": "ten"}, ["limit"]),
+        ({"dateCreated:gt": "yesterday"}, ["dateCreated:gt"]),
+        ({"dateCreated:lt": "2024-05-01T10:00:00"}, ["dateCreated:lt"]),
+        ({"orderDirection": "up"}, ["orderDirection"]),
+        ({"orderBy": "secretField"}, ["orderBy"]),
+        ({"cursor": "not-a-cursor"}, ["cursor"]),
+    ],
+)
+def test_list_refuses_bad_parameters_with_a_422(current_siro, http, query, path):
+    answer = list_recordings(http, current_siro, current_siro.issue_access_token(), **query)
+    assert answer.status_code == 422
+    assert [issue["path"] for issue in answer.json()["issues"]] == [path]
+
+
+def test_list_needs_a_token(current_siro, http):
+    assert_error(http.get(f"{current_siro.url}/v1/core/recordings", timeout=10), 401)
+
+
+def test_caller_identity_names_the_organization(siro, http):
+    answer = http.get(
+        f"{siro.auth_url}/v1/core/auth/caller-identity",
+        headers={"Authorization": f"Bearer {siro.org_token}"},
+        timeout=10,
+    )
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["organizationId"] == siro.organization_id
+    assert siro.org_token not in answer.text
+    refused = http.get(
+        f"{siro.auth_url}/v1/core/auth/caller-identity", headers={"Authorization": "Bearer nope"}, timeout=10
+    )
+    assert_error(refused, 401)
+
+
+# --------------------------------------------------------------------------- the house
+
+
+def test_the_server_package_has_no_import_cycle():
+    """The handlers are registered without importing the server module back (issue 22)."""
+    import ast
+    from pathlib import Path
+
+    import airflow_provider_siro.testing as package
+
+    root = Path(package.__file__).parent
+    graph: dict[str, set[str]] = {}
+    for path in root.glob("*.py"):
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):  # every level, TYPE_CHECKING blocks included
+            if isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+            elif isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+        graph[path.stem] = {
+            name.rsplit(".", 1)[-1] for name in imported if name.startswith("airflow_provider_siro.testing.")
+        }
+    assert "server" not in set().union(
+        *(graph[name] for name in graph if name not in ("__init__", "__main__", "cli", "pytest_plugin"))
+    )
+
+    def reaches(start: str, goal: str, seen: set[str]) -> bool:
+        for nxt in graph.get(start, set()):
+            if nxt == goal or (nxt not in seen and reaches(nxt, goal, seen | {nxt})):
+                return True
+        return False
+
+    assert [name for name in graph if reaches(name, name, set())] == []
+
+
 # --------------------------------------------------------------------------- the CLI
 
 
-def test_cli_prints_a_working_connection():
+@pytest.mark.parametrize(
+    ("api", "url_key", "id_key"), [("current", "fileUrl", "recordingId"), ("original", "downloadUrl", "id")]
+)
+def test_cli_serves_the_api_it_is_asked_for(api, url_key, id_key, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # stdout is a pipe, as in CI
+    connection_file = tmp_path / "siro.json"
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_siro.testing.server", "--port", "0"],
+        [
+            sys.executable,
+            "-m",
+            "airflow_provider_siro.testing",
+            "serve",
+            "--port",
+            "0",
+            "--api",
+            api,
+            "--connection-file",
+            str(connection_file),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -970,31 +1235,43 @@ def test_cli_prints_a_working_connection():
     reader = threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True)
     reader.start()
     try:
-        exports = []
-        while len(exports) < 2:
-            line = lines.get(timeout=20)
-            if "export AIRFLOW_CONN_SIRO_DEFAULT=" in line:
-                exports.append(json.loads(line.split("=", 1)[1].strip().strip("'")))
-        pasted, oauth = exports
+        while "Offline Siro listening on" not in (line := lines.get(timeout=20)):
+            pass
+        assert f"(the {api} API;" in line
+        while "export AIRFLOW_CONN_SIRO_DEFAULT=" not in lines.get(timeout=20):
+            pass
+        pasted = json.loads(connection_file.read_text())
         assert pasted["conn_type"] == "siro"
         assert re.fullmatch(r"http://127\.0\.0\.1:\d+", pasted["host"])
         session = requests.Session()
         session.headers["User-Agent"] = USER_AGENT
-        answer = session.post(
-            f"{pasted['host']}/v1/core/recordings/signed-urls",
-            json={"fileType": "mp3", "fileSize": 10},
-            headers={"x-siro-auth-token": pasted["password"]},
-            timeout=10,
-        )
-        assert answer.status_code == 200, answer.text
-        extra = oauth["extra"]
-        minted = session.post(
-            f"{extra['auth_host']}/v1/core/oauth/apps/{extra['client_id']}/access-token",
-            json={"clientSecret": extra["client_secret"], "userId": extra["user_id"], "scope": "write"},
-            headers={"Authorization": f"Bearer {extra['org_token']}"},
-            timeout=10,
-        )
-        assert minted.status_code == 201, minted.text
+        auth = {"x-siro-auth-token": pasted["password"]}
+
+        def create_with(key: str) -> requests.Response:
+            answer = session.post(
+                f"{pasted['host']}/v1/core/recordings/signed-urls",
+                json={"fileType": "mp3", "fileSize": len(AUDIO)},
+                headers=auth,
+                timeout=10,
+            )
+            assert answer.status_code == 200, answer.text
+            signed = answer.json()["data"]
+            assert put(session, signed, AUDIO).status_code == 200
+            return session.post(
+                f"{pasted['host']}/v1/core/recordings/upload",
+                json={key: signed["downloadUrl"], "fileType": "mp3", "userEmail": "rep@example.com"},
+                headers=auth,
+                timeout=10,
+            )
+
+        created = create_with(url_key)
+        assert created.status_code == 201, created.text
+        assert set(created.json()["data"]) == {id_key}
+        other_key = "downloadUrl" if url_key == "fileUrl" else "fileUrl"
+        refused = create_with(other_key)
+        assert refused.status_code == 422
+        assert any(issue.get("keys") == [other_key] for issue in refused.json()["issues"])
+        session.close()
     finally:
         process.terminate()
         process.wait(timeout=10)

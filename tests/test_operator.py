@@ -34,12 +34,26 @@ SEED_ARGUMENTS = (
     "customer_phone",
     "customer_name",
     "date_created",
+    "discoverable",
+    "result",
 )
 
 
 # ---------------------------------------------------------------------------------------- arguments
+def declared_parameters(operator_class: type) -> dict[str, inspect.Parameter]:
+    """Every keyword parameter the class's ``__init__`` chain declares (what Airflow's ``partial()`` and
+    ``default_args`` look at), the subclass's first."""
+    found: dict[str, inspect.Parameter] = {}
+    for klass in operator_class.__mro__:
+        if "__init__" in vars(klass):
+            for name, parameter in inspect.signature(vars(klass)["__init__"]).parameters.items():
+                if parameter.kind is inspect.Parameter.KEYWORD_ONLY:
+                    found.setdefault(name, parameter)
+    return found
+
+
 def test_the_public_signature_keeps_its_names_and_defaults():
-    parameters = inspect.signature(SiroUploadRecordingOperator.__init__).parameters
+    parameters = declared_parameters(SiroUploadRecordingOperator)
     assert parameters["siro_conn_id"].default == "siro_default"
     for name in ("source_conn_id", *SEED_ARGUMENTS):
         assert parameters[name].kind is inspect.Parameter.KEYWORD_ONLY, name
@@ -130,10 +144,10 @@ def test_every_field_templated_natively_is_sent_as_the_seed_body(
     # The bytes Siro holds are the source's.
     recording = siro_server.recordings[recording_id]
     assert recording.sha256 == digest
-    # Every field in the seed's camelCase names; the date in UTC.
+    # Every field in Siro's current camelCase names; the date in UTC.
     assert create.json == recording.body
     assert recording.body == {
-        "downloadUrl": recording.body["downloadUrl"],
+        "fileUrl": recording.body["fileUrl"],
         "fileType": "aac",
         "title": "QBR with Acme",
         "userId": "u-42",
@@ -146,8 +160,8 @@ def test_every_field_templated_natively_is_sent_as_the_seed_body(
             {"objectType": "Opportunity", "objectId": "006xx1"},
             {"objectType": "Contact", "objectId": "003xx9"},
         ],
-        "customerPhone": "+1 555 010 2001",
-        "customerName": "Ada Lovelace",
+        "contactPhone": "+1 555 010 2001",
+        "contactName": "Ada Lovelace",
         "dateCreated": "2026-03-01T08:30:00Z",
     }
     # The log names the recording, the user, the source and how long it took.
@@ -180,7 +194,7 @@ def test_plain_templates_render_crm_objects_in_depth_and_dates_from_the_run(
     assert dag_run.state == "success"
     from_url = siro_server.recordings[return_value(dag_run, "from_url")]
     assert from_url.body == {
-        "downloadUrl": download_url,
+        "fileUrl": download_url,
         "fileType": "wav",
         "title": "Call with Lead 00Qxx7",
         "userEmail": "ae@acme.io",
@@ -288,9 +302,7 @@ def test_the_signed_url_query_is_masked_in_rendered_fields_and_logs(
 
     assert [run.state for run in runs] == ["success", "success"]
     mapped_ids = [return_value(runs[1], "upload", i) for i in (0, 1)]
-    assert [
-        siro_server.recordings[i].body["downloadUrl"] for i in mapped_ids
-    ] == mapped  # Siro got the real URL
+    assert [siro_server.recordings[i].body["fileUrl"] for i in mapped_ids] == mapped  # Siro got the real URL
     log = capfd.readouterr().out
     with create_session() as session:
         stored = {

@@ -14,6 +14,7 @@ import pytest
 
 from airflow_provider_siro.exceptions import SiroValidationError
 from airflow_provider_siro.payload import (
+    RECORDING_FIELD_ARGS,
     check_crm_objects,
     check_file_type,
     check_signed_url_request,
@@ -21,6 +22,8 @@ from airflow_provider_siro.payload import (
     check_url,
     file_type_from_path,
     format_date_created,
+    recording_id_from,
+    rejects_field_name,
     resolve_file_type,
     validate_recording_fields,
 )
@@ -35,7 +38,7 @@ def rejects(field: str, text: str):
 
 
 # ---------------------------------------------------------------------------------------- bodies
-def test_seed_body_has_the_seed_names_in_camel_case_and_leaves_unset_fields_out():
+def test_original_body_has_the_seed_names_in_camel_case_and_leaves_unset_fields_out():
     fields = validate_recording_fields(
         "mp3",
         title="QBR",
@@ -47,7 +50,7 @@ def test_seed_body_has_the_seed_names_in_camel_case_and_leaves_unset_fields_out(
         crm_objects=None,
     )
 
-    body = fields.to_body(URL)
+    body = fields.to_body(URL, api="original")
 
     assert body == {
         "downloadUrl": URL,
@@ -61,7 +64,7 @@ def test_seed_body_has_the_seed_names_in_camel_case_and_leaves_unset_fields_out(
     assert None not in body.values()
 
 
-def test_every_seed_field_maps_to_its_wire_name():
+def test_every_original_field_maps_to_its_wire_name():
     fields = validate_recording_fields(
         "wav",
         title="t",
@@ -77,7 +80,7 @@ def test_every_seed_field_maps_to_its_wire_name():
         date_created="2026-03-01T09:30:00Z",
     )
 
-    assert list(fields.to_body(URL)) == [
+    assert list(fields.to_body(URL, api="original")) == [
         "downloadUrl",
         "fileType",
         "title",
@@ -94,12 +97,12 @@ def test_every_seed_field_maps_to_its_wire_name():
     ]
 
 
-def test_newer_docs_body_sends_the_renamed_fields_instead_never_both():
+def test_current_body_is_the_default_and_sends_the_renamed_fields_instead_never_both():
     fields = validate_recording_fields(
         "aac", user_id="u-1", customer_phone="+15550102001", customer_name="Ada", title="t"
     )
 
-    body = fields.to_body(URL, newer_field_names=True)
+    body = fields.to_body(URL)
 
     assert body == {
         "fileUrl": URL,
@@ -109,6 +112,116 @@ def test_newer_docs_body_sends_the_renamed_fields_instead_never_both():
         "contactPhone": "+15550102001",
         "contactName": "Ada",
     }
+    assert fields.to_body(URL, api="current") == body
+
+
+def test_the_field_list_is_the_operator_contract_in_order():
+    assert RECORDING_FIELD_ARGS == (
+        "title",
+        "user_id",
+        "user_email",
+        "user_phone",
+        "organization_id",
+        "conversation_type",
+        "integration_connection_id",
+        "crm_objects",
+        "customer_phone",
+        "customer_name",
+        "date_created",
+        "discoverable",
+        "result",
+    )
+
+
+@pytest.mark.parametrize("result", ["closed", "not closed", "in progress"])
+@pytest.mark.parametrize("discoverable", [True, False])
+def test_discoverable_and_result_go_in_the_current_body_under_those_names(result, discoverable):
+    fields = validate_recording_fields("mp3", user_id="u-1", discoverable=discoverable, result=result)
+
+    body = fields.to_body(URL)
+
+    assert body == {
+        "fileUrl": URL,
+        "fileType": "mp3",
+        "userId": "u-1",
+        "discoverable": discoverable,
+        "result": result,
+    }
+
+
+@pytest.mark.parametrize("value", ["maybe", "Closed", "closed ", "", 1, ["closed"]])
+def test_result_outside_the_three_values_is_refused_naming_it(value):
+    with rejects("result", "must be one of 'closed', 'not closed', 'in progress'"):
+        validate_recording_fields("mp3", user_id="u-1", result=value)
+
+
+@pytest.mark.parametrize("value", ["true", "false", 1, 0, "yes"])
+def test_discoverable_must_be_a_real_boolean(value):
+    with rejects("discoverable", "must be true or false"):
+        validate_recording_fields("mp3", user_id="u-1", discoverable=value)
+
+
+@pytest.mark.parametrize(("arg", "value"), [("discoverable", False), ("result", "closed")])
+def test_original_format_refuses_the_current_only_fields_naming_them(arg, value):
+    fields = validate_recording_fields("mp3", user_id="u-1", **{arg: value})
+    with rejects(arg, "pinned to its original field names (extra api_fields=original)"):
+        fields.to_body(URL, api="original")
+
+
+def test_an_unknown_wire_format_is_refused():
+    with rejects("api_fields", "must be one of current, original, got 'newest'"):
+        validate_recording_fields("mp3", user_id="u-1").to_body(URL, api="newest")
+
+
+@pytest.mark.parametrize(
+    ("answer", "expected"),
+    [
+        ({"data": {"recordingId": "rec_1"}}, "rec_1"),
+        ({"data": {"id": "rec_2"}}, "rec_2"),
+        ({"data": {"recordingId": "rec_3", "id": "other"}}, "rec_3"),
+        ({"data": {"recordingId": ""}}, None),
+        ({"data": {"id": 7}}, None),
+        ({"data": None}, None),
+        ({}, None),
+        (["rec_4"], None),
+        (None, None),
+    ],
+)
+def test_the_recording_id_is_read_from_recording_id_or_id(answer, expected):
+    assert recording_id_from(answer) == expected
+
+
+CURRENT = {"fileUrl": URL, "fileType": "mp3", "userId": "u", "contactName": "Ada"}
+ORIGINAL = {"downloadUrl": URL, "fileType": "mp3", "userId": "u", "customerName": "Ada"}
+
+
+@pytest.mark.parametrize(
+    ("status", "message", "issues", "sent", "expected"),
+    [
+        # An original-API server refusing a current body: Zod's unrecognized_keys and the missing URL.
+        (
+            422,
+            "ZodError (2 issue(s))",
+            [("", "Unrecognized key(s) in object: 'fileUrl', 'contactName'")],
+            CURRENT,
+            True,
+        ),
+        (422, "ZodError (1 issue(s))", [("fileUrl", "Required")], ORIGINAL, True),
+        (422, "ZodError (1 issue(s))", [("downloadUrl", "Required")], CURRENT, True),
+        (400, "Unrecognized key(s) in object: 'downloadUrl'", [], ORIGINAL, True),
+        # Not about the names: a bad value, a key both formats have, other statuses.
+        (422, "ZodError (1 issue(s))", [("dateCreated", "Invalid datetime")], CURRENT, False),
+        (422, "ZodError (1 issue(s))", [("", "Unrecognized key(s) in object: 'userId'")], CURRENT, False),
+        (422, "ZodError (1 issue(s))", [("fileType", "Required")], CURRENT, False),
+        (400, "File not found at downloadUrl", [], ORIGINAL, False),
+        (400, "At least one of userId, userEmail or userPhone is required", [], CURRENT, False),
+        (500, "Unrecognized key(s) in object: 'fileUrl'", [], CURRENT, False),
+        (None, "ConnectionError", [], CURRENT, False),
+        (403, "Unrecognized key(s) in object: 'fileUrl'", [], CURRENT, False),
+    ],
+)
+def test_which_answers_reject_a_field_name(status, message, issues, sent, expected):
+    assert rejects_field_name(status, message, issues, sent) is expected
 
 
 def test_body_refuses_a_download_url_that_is_not_http():
@@ -226,7 +339,9 @@ def test_file_type_is_inferred_from_the_source_or_must_agree_with_it():
     ],
 )
 def test_any_one_user_identity_is_enough(arg, wire, value):
-    assert validate_recording_fields("mp3", **{arg: value}).values == {wire: value}
+    fields = validate_recording_fields("mp3", **{arg: value})
+    assert fields.values == {arg: value}
+    assert fields.to_body(URL)[wire] == value
 
 
 def test_a_recording_without_a_user_is_refused():
@@ -242,7 +357,7 @@ def test_integration_connection_and_crm_objects_go_together():
     fields = validate_recording_fields(
         "mp3", user_id="u", integration_connection_id="conn-1", crm_objects=CRM
     )
-    assert fields.values["crmObjects"] == CRM
+    assert fields.to_body(URL)["crmObjects"] == CRM
 
 
 @pytest.mark.parametrize(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import math
 import os
 import secrets
 import subprocess
@@ -81,13 +82,17 @@ def use(monkeypatch, server: OfflineSiro, backend: str, pace: float = PACE, **ex
 
 SLOTS = textwrap.dedent(
     """
-    import sys
+    import sys, time
     from concurrent.futures import ThreadPoolExecutor
     from airflow_provider_siro.utils.rate_limit_redis import RedisRateLimiter
     limiter = RedisRateLimiter({url!r}, "shared", 600, burst=3, password={password!r})
+    def reserve(_):
+        asked = time.monotonic()
+        slot = limiter.reserve_slot()
+        return slot, time.monotonic() - asked
     with ThreadPoolExecutor(3) as pool:
-        slots = list(pool.map(lambda _: limiter.reserve_slot(), range(15)))
-    print(*slots)
+        answers = list(pool.map(reserve, range(15)))
+    print(limiter.redis_key, max(took for _, took in answers), *(slot for slot, _ in answers))
     """
 )
 
@@ -106,19 +111,26 @@ def test_processes_and_threads_with_separate_temporary_directories_share_one_bud
         workers.append(
             subprocess.Popen([sys.executable, "-c", script], env=env, stdout=subprocess.PIPE, text=True)
         )
-    slots = sorted(float(v) for w in workers for v in w.communicate(timeout=120)[0].split())
+    outputs = [w.communicate(timeout=120)[0].split() for w in workers]
+    keys = {output[0] for output in outputs}
+    slots = sorted(float(slot) for output in outputs for slot in output[2:])
+    travel = max(float(output[1]) for output in outputs)  # the slowest reservation's round trip
 
     assert [w.returncode for w in workers] == [0] * 4
     assert len(slots) == 60
     # 600 a minute is one slot every 0.1 s after a burst of 3. The server spaces them exactly; each process
-    # turns its slot into its own clock when the answer arrives, which can shift one slot by the answer's
-    # travel time, so a window may take one slot more than pace plus burst, and never two.
+    # turns its slot into its own clock when the answer arrives, which can shift a slot by up to the
+    # answer's travel time: a window may take the slots of that much more time, and one more at its edge.
+    # (A loaded machine answers slower and so widens the allowance; it never changes the server's spacing.)
+    shifted = math.ceil(travel / 0.1)
     for window in (0.5, 1.0, 2.0):
-        assert most_in_any_window(slots, window) <= window * 10 + 3 + 1, window
-    assert slots[-1] - slots[0] >= (60 - 3) * 0.1 - 0.05
+        assert most_in_any_window(slots, window) <= window * 10 + 3 + shifted + 1, (window, travel)
+    assert slots[-1] - slots[0] >= (60 - 3) * 0.1 - travel - 0.05
     assert not any(p.name.startswith("airflow-provider-siro-rate") for p in tmp_path.rglob("*"))
-    (key,) = redis_db.scan_iter()  # one budget, one key, named by a hash of what shares it
-    assert key.decode().startswith(KEY_PREFIX) and "shared" not in key.decode()
+    # One budget, one key, named by a hash of what shares it. (Asked of each process: the key itself
+    # expires once its last slot has passed, which a slow machine may already have seen.)
+    (key,) = keys
+    assert key.startswith(KEY_PREFIX) and "shared" not in key
 
 
 def test_a_server_that_lost_the_script_gets_it_again(redis_server, redis_db):

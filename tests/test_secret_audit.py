@@ -77,30 +77,31 @@ def test_a_server_lists_every_secret_it_issued_even_after_it_stopped():
     assert expected.items() <= {(e["secret"], e["kind"]) for e in entries if e["pid"] == os.getpid()}
 
 
-def test_a_server_in_a_subprocess_appends_its_secrets_to_the_session_ledger():
+def test_a_server_in_a_subprocess_appends_its_secrets_to_the_session_ledger(tmp_path):
     # The conftest names the ledger in the environment; ``python -m ...server`` inherits it.
     assert os.environ[SECRETS_LEDGER_ENV].endswith("issued-secrets.jsonl")
+    # The server writes its connection (here the OAuth app's) to a private file and prints where it is.
+    connection_file = tmp_path / "connection.json"  # removed by the server as it stops
     process = subprocess.Popen(
-        [sys.executable, "-m", "airflow_provider_siro.testing.server", "--port", "0"],
+        [
+            sys.executable, "-m", "airflow_provider_siro.testing", "serve", "--port", "0", "--oauth",
+            "--connection-file", str(connection_file),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
-    )
+    )  # fmt: skip
     lines: queue.Queue[str] = queue.Queue()
     threading.Thread(target=lambda: [lines.put(line) for line in process.stdout], daemon=True).start()
     try:
-        exports = []
-        while len(exports) < 2:
-            line = lines.get(timeout=20)
-            if "export AIRFLOW_CONN_SIRO_DEFAULT=" in line:
-                exports.append(json.loads(line.split("=", 1)[1].strip().strip("'")))
+        while "export AIRFLOW_CONN_SIRO_DEFAULT=" not in lines.get(timeout=20):
+            pass
+        oauth = json.loads(connection_file.read_text())
     finally:
         process.terminate()
         process.wait(timeout=10)
         process.stdout.close()
-    pasted, oauth = exports
     printed = {
-        pasted["password"]: "access_token",
         oauth["extra"]["org_token"]: "org_token",
         oauth["extra"]["client_secret"]: "client_secret",
     }
@@ -254,9 +255,7 @@ def test_no_secret_leaked_anywhere_in_the_suite(
     issued = OfflineSiro.all_issued_secrets()
     used = {r.headers["x-siro-auth-token"] for r in siro_server.requests if "x-siro-auth-token" in r.headers}
     used |= {siro_server.org_token, siro_server.client_secret}
-    used |= {
-        _signature(r.json["downloadUrl"]) for r in siro_server.requests if r.endpoint == "create_recording"
-    }
+    used |= {_signature(r.json["fileUrl"]) for r in siro_server.requests if r.endpoint == "create_recording"}
     assert len(used) >= 4 and used <= issued.keys()
 
     scanner = SecretScanner(issued)

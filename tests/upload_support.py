@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
+import pytest
 import requests
 
 from airflow_provider_siro.testing import OfflineSiro
@@ -93,3 +96,17 @@ def race_for_one_source(
     for thread in threads:
         thread.join(timeout=60)
     return outcomes
+
+
+@contextlib.contextmanager
+def fails_now(kind: type[BaseException]) -> Iterator[SimpleNamespace]:
+    """Expect an operator's ``execute`` to fail the task at once: an ``AirflowFailException`` whose cause
+    is the provider's ``kind`` error (the operators' mapping of ``retryable`` False). ``.value`` is that
+    cause, like ``pytest.raises(kind).value``."""
+    from airflow_provider_siro.compat import AirflowFailException
+
+    found = SimpleNamespace(value=None)
+    with pytest.raises(AirflowFailException) as raised:
+        yield found
+    assert isinstance(raised.value.__cause__, kind), repr(raised.value.__cause__)
+    found.value = raised.value.__cause__

@@ -2,25 +2,34 @@
 
 The triggerer runs every deferred wait on one event loop, so nothing here may block it: requests go
 through an ``httpx.AsyncClient`` (imported on first use), and the rare blocking steps (reading the
-connection, minting a token) run in worker threads. The retry rules are the sync hook's, for the one
-kind of call the async hook makes: idempotent, user-scoped reads.
+connection, minting a token) run in worker threads. The retry policy is the sync hook's, the same
+declaration in :mod:`~airflow_provider_siro.hooks.retries`, for the one kind of call the async hook
+makes: idempotent, user-scoped reads. Redirects are not followed, as in the sync hook.
 """
 
 from __future__ import annotations
 
 import asyncio
 import functools
-import logging
 import platform
 import ssl
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from airflow_provider_siro import __version__
-from airflow_provider_siro.exceptions import SiroApiError
+
+if TYPE_CHECKING:
+    from airflow_provider_siro.compat import Logger
+
+from airflow_provider_siro.exceptions import SiroApiError, SiroRejectedError
+from airflow_provider_siro.hooks.retries import (
+    RetryLater,
+    acall_with_retries,
+    parse_retry_after,
+    retryable_status,
+)
 from airflow_provider_siro.hooks.settings import SiroConnectionSettings
-from airflow_provider_siro.hooks.transport import RETRY_STATUSES, _parse_retry_after
 
 
 @functools.cache
@@ -34,16 +43,15 @@ def _tls_context() -> ssl.SSLContext:
 class AsyncTransportMixin:
     """The async HTTP half of :class:`~airflow_provider_siro.hooks.siro.SiroAsyncHook` (a mixin)."""
 
-    log: logging.Logger
+    log: Logger
     _client: Any
     aget_settings: Callable[[], Awaitable[SiroConnectionSettings]]  # SiroAsyncHook's
     aget_access_token: Callable[[], Awaitable[str]]  # SiroAsyncHook's
-    _forget_token: Callable[[], None]  # TokenMixin's
+    _forget_token: Callable[..., None]  # TokenMixin's
     _pace: Callable[[str, str], float]  # TransportMixin's
     rate_limiter: Any  # TransportMixin's
-    _retry_wait: Callable[[str, str, int, str, float | None], float]  # TransportMixin's
-    _network_retry_wait: Callable[[Exception, str, str, int], float]  # TransportMixin's
     _error: Callable[..., SiroApiError]  # TransportMixin's
+    _redirect_error: Callable[..., SiroRejectedError]  # TransportMixin's
 
     async def _aclient(self) -> Any:
         if self._client is None:
@@ -88,37 +96,41 @@ class AsyncTransportMixin:
 
         settings = await self.aget_settings()
         client = await self._aclient()
-        refreshed = False
-        attempt = 0
-        while True:
-            headers = {"x-siro-auth-token": await self.aget_access_token()}
-            if wait := await self._apace(method, endpoint):
-                await asyncio.sleep(wait)
-            started = time.monotonic()
-            try:
-                response = await client.request(method, url, params=params, headers=headers)
-            except httpx.TransportError as exc:
-                wait = self._network_retry_wait(exc, method, endpoint, attempt)
-                await asyncio.sleep(wait)
-                attempt += 1
-                continue
-            status = response.status_code
-            self.log.debug("%s %s -> %s in %.3f s", method, endpoint, status, time.monotonic() - started)
-            if status < 400:
-                return response
-            if status == 401 and settings.uses_oauth and not refreshed:
-                self.log.info("Siro answered 401; minting a new access token and trying once more")
-                # The token cache's lock may be held by a thread that is minting: wait for it off the loop.
-                await asyncio.to_thread(self._forget_token)
-                refreshed = True
-                continue
-            if status in RETRY_STATUSES and attempt < settings.max_retries:
-                retry_after = _parse_retry_after(response.headers.get("Retry-After"))
-                wait = self._retry_wait(method, endpoint, attempt, f"returned {status}", retry_after)
-                await asyncio.sleep(wait)
-                attempt += 1
-                continue
-            raise self._error(_ResponseView(response), method, endpoint, create=False)
+        refreshed = False  # one fresh token per call, not per attempt
+
+        async def attempt() -> Any:
+            nonlocal refreshed
+            while True:
+                token = await self.aget_access_token()
+                headers = {"x-siro-auth-token": token}
+                if wait := await self._apace(method, endpoint):
+                    await asyncio.sleep(wait)
+                started = time.monotonic()
+                try:
+                    response = await client.request(method, url, params=params, headers=headers)
+                except httpx.TransportError as exc:
+                    error = SiroApiError(type(exc).__name__, method=method, endpoint=endpoint)
+                    raise RetryLater(error, f"failed ({type(exc).__name__})", no_answer=True) from None
+                status = response.status_code
+                self.log.debug("%s %s -> %s in %.3f s", method, endpoint, status, time.monotonic() - started)
+                if status < 300:
+                    return response
+                view = _ResponseView(response)
+                if status < 400:
+                    raise self._redirect_error(view, method, endpoint)
+                if status == 401 and settings.uses_oauth and not refreshed:
+                    self.log.info("Siro answered 401; minting a new access token and trying once more")
+                    # The token cache's lock may be held by a thread: wait for it off the loop.
+                    await asyncio.to_thread(self._forget_token, token)
+                    refreshed = True
+                    continue
+                error = self._error(view, method, endpoint, create=False)
+                retry_after = response.headers.get("Retry-After")
+                if retryable_status(status, create=False, retry_after=retry_after is not None):
+                    raise RetryLater(error, f"returned {status}", retry_after=parse_retry_after(retry_after))
+                raise error
+
+        return await acall_with_retries(attempt, settings, self.log, method, endpoint)
 
 
 class _ResponseView:
@@ -128,7 +140,11 @@ class _ResponseView:
         self.status_code: int = response.status_code
         self.reason: str = response.reason_phrase
         self.text: str = response.text
+        self.headers: Any = response.headers
         self._response = response
 
     def json(self) -> Any:
         return self._response.json()
+
+    def close(self) -> None:
+        """Nothing to release: the body was read in full."""

@@ -12,6 +12,7 @@ import functools
 import logging
 import re
 import threading
+from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlsplit
 
 from airflow_provider_siro.compat import mask_secret
@@ -76,3 +77,34 @@ def mask_url_credentials(url: str) -> None:
             _masked_signatures.add(value)
             _masked_urls.add(url)
         mask_secret(value)
+
+
+MESSAGE_LIMIT = 300
+"""Characters of a server's text (an error message, an unexpected body) a provider message quotes."""
+
+_URL_QUERY = re.compile(r"(?i)\b(https?://[^\s?#\"'<>]+)\?[^\s\"'<>]*")
+_CREDENTIAL_VALUES = re.compile(
+    r"(?i)(\b(?:x-siro-auth-token|authorization|access[_-]?token|client[_-]?secret|org[_-]?token|"
+    r"password|secret|token)\b[\\\"']{0,3}\s*[:=]\s*[\\\"']{0,3})(?:bearer\s+)?[^\s\\\"'&,;}<]+"
+)
+_BEARER = re.compile(r"(?i)\bbearer\s+[A-Za-z0-9._~+/=-]+")
+
+
+def scrub(text: str, secrets: Iterable[str | None] = (), limit: int = MESSAGE_LIMIT) -> str:
+    """``text`` from a server, safe to put in an exception or a log line, at most ``limit`` characters.
+
+    Whatever Siro, a proxy or a debugging page echoes, this removes: each of ``secrets`` (the hook's
+    token, org token, client secret), the query string of every URL (a signed URL's credential), and
+    the value after anything named like a credential (``x-siro-auth-token``, ``Authorization``,
+    ``clientSecret``...), so a secret the hook does not know of (another hook's token) goes too.
+    """
+    for secret in sorted({s for s in secrets if s and len(s) >= 4}, key=len, reverse=True):
+        text = text.replace(secret, "***")
+    text = _URL_QUERY.sub(r"\1?***", text)
+    text = _SIGNED_PARAMS.sub(r"\1***", text)
+    text = _CREDENTIAL_VALUES.sub(r"\1***", text)
+    text = _BEARER.sub("Bearer ***", text)
+    text = " ".join(text.split())
+    if len(text) > limit:
+        text = f"{text[:limit]}... ({len(text)} characters)"
+    return text

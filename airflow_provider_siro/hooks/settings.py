@@ -8,8 +8,10 @@ before anything could log them.
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
-from collections.abc import Mapping
+import warnings
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
@@ -29,6 +31,45 @@ DEFAULT_UPLOAD_CHUNK = 1024 * 1024
 """Bytes read per chunk of an upload. A chunk this small is still in the CPU cache when the socket copies
 it out: in ``make bench``, a 1 GiB upload in 8 MiB chunks took about twice curl's CPU time, in 1 MiB
 chunks no more than curl's."""
+
+
+KNOWN_EXTRAS: tuple[str, ...] = (
+    "auth_host",
+    "app_url",
+    "org_token",
+    "client_id",
+    "client_secret",
+    "user_id",
+    "scope",
+    "timeout",
+    "max_retries",
+    "retry_backoff",
+    "max_retry_wait",
+    "api_fields",
+    "newer_field_names",
+    "allow_insecure_http",
+    "upload_chunk_size",
+    "progress_interval",
+    "max_requests_per_minute",
+    "rate_limit_backend",
+    "rate_limit_redis_conn_id",
+    "rate_limit_on_backend_error",
+)
+"""Every connection extra the hook reads (also accepted with the ``extra__siro__`` prefix of older
+connection forms). Add a new extra here, in the one place, or it is warned about as unknown."""
+
+
+def unknown_extras(extras: Mapping[str, Any]) -> list[str]:
+    """One warning per extra the hook does not know, naming the closest known name, if any."""
+    lines = []
+    for key in extras:
+        name = key.removeprefix("extra__siro__")
+        if name in KNOWN_EXTRAS:
+            continue
+        close = difflib.get_close_matches(name, KNOWN_EXTRAS, n=1, cutoff=0.6)
+        hint = f"; did you mean {close[0]!r}?" if close else f"; known extras: {', '.join(KNOWN_EXTRAS)}"
+        lines.append(f"unknown extra {key!r} is ignored{hint}")
+    return lines
 
 
 @dataclass(frozen=True)
@@ -56,18 +97,29 @@ class SiroConnectionSettings:
     rate_limit_backend: str = "local"
     rate_limit_redis_conn_id: str | None = None
     rate_limit_on_backend_error: str = "fail"
+    api_fields: str = "auto"
+    """The create call's wire format: ``auto`` (current names first, the original ones if Siro refuses
+    them), ``current`` or ``original``; see :mod:`airflow_provider_siro.payload`."""
 
     @property
     def uses_oauth(self) -> bool:
         return self.access_token is None
 
 
-def read_settings(conn_id: str, conn: Any) -> SiroConnectionSettings:
+def read_settings(
+    conn_id: str, conn: Any, warn: Callable[[str], None] | None = None
+) -> SiroConnectionSettings:
     """Validate the Airflow connection ``conn`` (named ``conn_id`` in errors) into settings.
 
     Secrets are masked here, before anything logs.
+
+    :param warn: called with one line per unknown extra (a typo such as ``max_retires`` would
+        otherwise be ignored in silence); the hook passes its logger, so the line is in the task log.
     """
     extras: Mapping[str, Any] = conn.extra_dejson or {}
+    if warn is not None:
+        for line in unknown_extras(extras):
+            warn(f"Connection {conn_id!r}: {line}")
 
     def extra(name: str, default: Any = None) -> Any:
         for key in (name, f"extra__siro__{name}"):
@@ -134,6 +186,7 @@ def read_settings(conn_id: str, conn: Any) -> SiroConnectionSettings:
         raise SiroValidationError(
             f"{conn_id}.extra.rate_limit_on_backend_error", f"must be fail or local, got {on_backend_error!r}"
         )
+    api_fields = _api_fields(conn_id, extra("api_fields"), extras, flag)
     return SiroConnectionSettings(
         conn_id=conn_id,
         api_url=api_url,
@@ -160,7 +213,38 @@ def read_settings(conn_id: str, conn: Any) -> SiroConnectionSettings:
         ),
         rate_limit_redis_conn_id=extra("rate_limit_redis_conn_id"),
         rate_limit_on_backend_error=on_backend_error,
+        api_fields=api_fields,
     )
+
+
+API_FIELDS = ("auto", "current", "original")
+
+
+def _api_fields(conn_id: str, raw: Any, extras: Mapping[str, Any], flag: Any) -> str:
+    """The ``api_fields`` extra, or what the deprecated ``newer_field_names`` meant (with a warning)."""
+    chosen = None if raw is None else str(raw).strip().lower()
+    if chosen is not None and chosen not in API_FIELDS:
+        raise SiroValidationError(
+            f"{conn_id}.extra.api_fields", f"must be one of {', '.join(API_FIELDS)}, got {raw!r}"
+        )
+    if not any(
+        extras.get(key) not in (None, "") for key in ("newer_field_names", "extra__siro__newer_field_names")
+    ):
+        return chosen or "auto"
+    legacy = "current" if flag("newer_field_names") else "original"
+    if chosen is not None and chosen != legacy:
+        raise SiroValidationError(
+            f"{conn_id}.extra.newer_field_names",
+            f"says {legacy} field names but api_fields says {chosen}: remove newer_field_names",
+        )
+    warnings.warn(
+        f"Connection {conn_id!r}: the extra newer_field_names is deprecated; it now means "
+        f"api_fields={legacy!r}. Remove it, and set api_fields only to pin a format (the default, auto, "
+        "speaks both).",
+        DeprecationWarning,
+        stacklevel=3,
+    )
+    return legacy
 
 
 def _base_url(

@@ -15,13 +15,21 @@ the connection), ``auth`` (the token cache and minting), ``transport`` (pacing, 
 from __future__ import annotations
 
 import asyncio
+import threading
+from collections.abc import Iterator
+from datetime import UTC, datetime
 from functools import cached_property
 from typing import Any
 from urllib.parse import quote
 
 from airflow_provider_siro.compat import BaseHook
-from airflow_provider_siro.exceptions import SiroAmbiguousCreateError, SiroApiError, SiroValidationError
-from airflow_provider_siro.hooks.async_transport import AsyncTransportMixin
+from airflow_provider_siro.exceptions import (
+    SiroAmbiguousCreateError,
+    SiroApiError,
+    SiroRejectedError,
+    SiroValidationError,
+)
+from airflow_provider_siro.hooks.async_transport import AsyncTransportMixin, _ResponseView
 from airflow_provider_siro.hooks.auth import TOKEN_LIFETIME, TOKEN_REFRESH_MARGIN, TokenMixin
 from airflow_provider_siro.hooks.redaction import MASKED_SIGNATURES_PER_PROCESS, mask_url_credentials
 from airflow_provider_siro.hooks.settings import (
@@ -33,9 +41,9 @@ from airflow_provider_siro.hooks.settings import (
     SiroConnectionSettings,
     read_settings,
 )
-from airflow_provider_siro.hooks.transport import RETRY_STATUSES, USER_AGENT, TransportMixin
+from airflow_provider_siro.hooks.transport import RETRY_STATUSES, USER_AGENT, TransportMixin, _Pools
 from airflow_provider_siro.hooks.upload import SIGNED_URL_MARGIN, SignedUpload, UploadMixin
-from airflow_provider_siro.payload import RecordingFields
+from airflow_provider_siro.payload import RecordingFields, recording_id_from, rejects_field_name
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -54,6 +62,25 @@ __all__ = [
     "SiroConnectionSettings",
     "SiroHook",
 ]
+
+
+_NEGOTIATED: dict[tuple[str, str], str] = {}
+"""(connection ID, API URL) -> the wire format that Siro accepted there, for ``api_fields=auto``; one
+guess per process, so only a process's first create can cost a second round trip."""
+_NEGOTIATED_LOCK = threading.Lock()
+
+LIST_PAGE_MAX = 100
+"""``limit``'s ceiling on ``GET /v1/core/recordings``."""
+
+
+def _list_moment(name: str, value: datetime | None) -> str | None:
+    """A list filter's date in Siro's format (``YYYY-MM-DDTHH:mm:ss.sssZ``); naive datetimes refused."""
+    if value is None:
+        return None
+    if not isinstance(value, datetime) or value.tzinfo is None or value.utcoffset() is None:
+        raise SiroValidationError(name, f"must be a datetime with a time zone, got {value!r}")
+    utc = value.astimezone(UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
 
 
 def _recording_query(recording_id: str, summary: bool, entities: bool, opportunities: bool) -> dict[str, str]:
@@ -80,8 +107,10 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
 
     Other extras, all optional: ``scope`` (``write``), ``auth_host`` (the org API), ``timeout`` (seconds
     per request, 30), ``max_retries`` (5), ``retry_backoff`` (first backoff in seconds, 1.0),
-    ``max_retry_wait`` (cap on one wait, including ``Retry-After``, 120), ``newer_field_names`` (send the
-    field names of Siro's newer public docs), ``allow_insecure_http`` (plain ``http://`` to a
+    ``max_retry_wait`` (cap on one wait, including ``Retry-After``, 120), ``api_fields`` (the create
+    call's field names: ``auto``, the default, sends Siro's current names and falls back to the
+    original ones once if Siro refuses them; ``current`` or ``original`` pins one; the deprecated
+    ``newer_field_names`` means ``current`` when true, ``original`` when false), ``allow_insecure_http`` (plain ``http://`` to a
     non-loopback host), ``app_url`` (the Siro web app, for links), ``upload_chunk_size`` (bytes, 1 MiB),
     ``progress_interval`` (seconds between upload progress lines, 30) and ``max_requests_per_minute``
     (900; the pace of user-scoped calls, shared by every task process on the machine that uses the same
@@ -99,6 +128,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         super().__init__(**kwargs)
         self.siro_conn_id = siro_conn_id
         self._last_api_call = 0.0
+        self._pools = _Pools()
 
     # ------------------------------------------------------------------ connection form
     @classmethod
@@ -137,29 +167,115 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
     @cached_property
     def settings(self) -> SiroConnectionSettings:
         """The connection, read once and validated. Secrets are masked here, before anything logs."""
-        return read_settings(self.siro_conn_id, self.get_connection(self.siro_conn_id))
+        return read_settings(self.siro_conn_id, self.get_connection(self.siro_conn_id), warn=self.log.warning)
 
     # ------------------------------------------------------------------ API calls
     def create_recording(self, download_url: str, fields: RecordingFields) -> str:
         """Create a recording from uploaded audio (step 3) and return its ID.
 
+        The body goes out in the wire format of the connection's ``api_fields`` extra. With ``auto``
+        (the default) that is Siro's current field names, unless this process already learnt that this
+        connection's Siro speaks the original ones. A 400/422 that refuses the body's field *names*
+        proves nothing was created, so the create is sent once more in the other format and the format
+        that worked is remembered. No other answer leads to a second send: an ambiguous one (no answer,
+        a 5xx) is never repeated.
+
         :param download_url: the ``downloadUrl`` of an upload's signed URLs.
         :param fields: validated metadata from :func:`~airflow_provider_siro.payload.validate_recording_fields`.
         :raises SiroAmbiguousCreateError: the call failed after Siro may have acted on it; never retried.
+        :raises SiroRejectedError: Siro refused the body (in every format it was sent in).
+        :raises SiroValidationError: a field the format Siro speaks does not have (``discoverable`` or
+            ``result`` for the original format).
         """
-        body = fields.to_body(download_url, newer_field_names=self.settings.newer_field_names)
+        settings = self.settings
+        key = (self.siro_conn_id, settings.api_url)
+        pinned = settings.api_fields != "auto"
+        with _NEGOTIATED_LOCK:
+            known = _NEGOTIATED.get(key)
+        api = settings.api_fields if pinned else (known or "current")
+        body = self._create_body(download_url, fields, api, learnt=known is not None)
         mask_url_credentials(download_url)
+        try:
+            recording_id = self._post_create(body)
+        except SiroRejectedError as exc:
+            if not rejects_field_name(exc.status_code, exc.message, exc.issues, body):
+                raise
+            if pinned:
+                raise type(exc)(
+                    f"{exc.message} - Siro at {settings.api_url} does not accept the {api} field names that "
+                    f"connection {self.siro_conn_id!r} is pinned to (extra api_fields={api}); set api_fields "
+                    "to auto to let the provider use the names Siro speaks",
+                    status_code=exc.status_code,
+                    method=exc.method,
+                    endpoint=exc.endpoint,
+                    issues=exc.issues,
+                ) from None
+            other = "original" if api == "current" else "current"
+            self.log.info(
+                "Siro at %s refused the %s field names (%s); nothing was created. Sending the create once "
+                "more with the %s names, and using them for this connection from now on.",
+                settings.api_url,
+                api,
+                exc.status_code,
+                other,
+            )
+            with _NEGOTIATED_LOCK:
+                _NEGOTIATED[key] = other
+            recording_id = self._post_create(self._create_body(download_url, fields, other, learnt=True))
+            return recording_id
+        if not pinned and known is None:
+            with _NEGOTIATED_LOCK:
+                _NEGOTIATED.setdefault(key, api)
+        return recording_id
+
+    def check_create_fields(self, fields: RecordingFields) -> None:
+        """Refuse, before any audio moves, a field the create's wire format cannot carry.
+
+        The format is the pinned one (``api_fields`` ``current`` or ``original``), or the one this
+        process learnt for the connection; with ``auto`` and nothing learnt yet, every field may still go
+        out in the current format, so nothing is refused here.
+
+        :raises SiroValidationError: naming the field (``discoverable`` or ``result``).
+        """
+        settings = self.settings
+        if settings.api_fields != "auto":
+            fields.check_format(settings.api_fields)
+            return
+        with _NEGOTIATED_LOCK:
+            known = _NEGOTIATED.get((self.siro_conn_id, settings.api_url))
+        if known is not None:
+            try:
+                fields.check_format(known)
+            except SiroValidationError as exc:
+                raise self._learnt_format_error(exc.field) from None
+
+    def _learnt_format_error(self, field: str) -> SiroValidationError:
+        return SiroValidationError(
+            field,
+            f"is a field of Siro's current API only, and Siro at {self.settings.api_url} refused the current "
+            "field names: it speaks the original ones, which cannot carry it. Unset it for this Siro.",
+        )
+
+    def _create_body(
+        self, download_url: str, fields: RecordingFields, api: str, *, learnt: bool
+    ) -> dict[str, Any]:
+        """The create body in format ``api``; a field that format lacks is named in the error."""
+        try:
+            return fields.to_body(download_url, api=api)
+        except SiroValidationError as exc:
+            if not learnt or exc.field == "download_url":
+                raise
+            raise self._learnt_format_error(exc.field) from None
+
+    def _post_create(self, body: dict[str, Any]) -> str:
+        """Send one create call and read the recording ID from ``data.recordingId`` or ``data.id``."""
         endpoint = "/v1/core/recordings/upload"
         self._fresh_pool()
         response = self._send(
             "POST", self.settings.api_url + endpoint, endpoint=endpoint, auth="user", json=body, create=True
         )
-        try:
-            data = response.json().get("data") or {}
-            recording_id = data.get("id") or data.get("recordingId")
-        except (ValueError, AttributeError):
-            recording_id = None
-        if not isinstance(recording_id, str) or not recording_id:
+        recording_id = recording_id_from(self._json(response, "POST", endpoint, create=True))
+        if recording_id is None:
             raise SiroAmbiguousCreateError(
                 f"Siro answered {response.status_code} without a recording id; the recording may exist",
                 status_code=response.status_code,
@@ -167,6 +283,55 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
                 endpoint=endpoint,
             )
         return recording_id
+
+    def list_recordings(
+        self,
+        *,
+        created_after: datetime | None = None,
+        created_before: datetime | None = None,
+        limit: int = LIST_PAGE_MAX,
+        order_direction: str = "desc",
+    ) -> Iterator[dict[str, Any]]:
+        """The token's user's recordings (``GET /v1/core/recordings``), ordered by ``dateCreated``.
+
+        Pages are fetched as the iterator is consumed, following Siro's ``cursor``; stop early to
+        fetch fewer. Both bounds are exclusive, as Siro's ``dateCreated:gt`` and ``dateCreated:lt``.
+
+        :param created_after: only recordings dated after this moment (a timezone-aware datetime).
+        :param created_before: only recordings dated before it.
+        :param limit: recordings per page, 1 to 100.
+        :param order_direction: ``desc`` (newest first) or ``asc``.
+        """
+        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_PAGE_MAX:
+            raise SiroValidationError("limit", f"must be an integer from 1 to {LIST_PAGE_MAX}, got {limit!r}")
+        if order_direction not in ("asc", "desc"):
+            raise SiroValidationError("order_direction", f"must be asc or desc, got {order_direction!r}")
+        params: dict[str, str] = {
+            "limit": str(limit),
+            "orderBy": "dateCreated",
+            "orderDirection": order_direction,
+        }
+        for name, query, value in (
+            ("created_after", "dateCreated:gt", created_after),
+            ("created_before", "dateCreated:lt", created_before),
+        ):
+            moment = _list_moment(name, value)
+            if moment is not None:
+                params[query] = moment
+        endpoint = "/v1/core/recordings"
+        while True:
+            response = self._send(
+                "GET", self.settings.api_url + endpoint, endpoint=endpoint, auth="user", params=params
+            )
+            answer = self._json(response, "GET", endpoint)
+            items = answer.get("data")
+            if not isinstance(items, list):
+                raise SiroApiError("the recordings list has no data array", method="GET", endpoint=endpoint)
+            yield from (item for item in items if isinstance(item, dict))
+            cursor = answer.get("cursor")
+            if not isinstance(cursor, str) or not cursor or not items:
+                return
+            params = {**params, "cursor": cursor}
 
     def get_recording(
         self,
@@ -182,7 +347,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         response = self._send(
             "GET", self.settings.api_url + endpoint, endpoint=endpoint, auth="user", params=params or None
         )
-        data = (response.json() or {}).get("data")
+        data = self._json(response, "GET", endpoint).get("data")
         if not isinstance(data, dict):
             raise SiroApiError("the recording response has no data object", method="GET", endpoint=endpoint)
         return data
@@ -195,7 +360,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
             )
         endpoint = "/v1/core/integrations/connections"
         response = self._send("GET", self.settings.auth_url + endpoint, endpoint=endpoint, auth="org")
-        data = (response.json() or {}).get("data")
+        data = self._json(response, "GET", endpoint).get("data")
         return list(data) if isinstance(data, list) else []
 
     def recording_url(self, recording_id: str) -> str:
@@ -232,15 +397,30 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         return f"{settings.api_url} {account}"
 
     def test_connection(self) -> tuple[bool, str]:
-        """Check credentials the cheapest way that proves uploads will work: ask for a 1-byte signed URL."""
+        """Prove the credential works and say whose it is, creating and uploading nothing.
+
+        Reads one recording of the token's user (a list call with ``limit=1``), minting a token first
+        where the connection has an OAuth app; where an organization token is configured, also asks the
+        org API whose it is (``caller-identity``).
+        """
         try:
             settings = self.settings
-            self.get_access_token()
-            self.get_signed_urls("mp3", 1)
+            first = next(iter(self.list_recordings(limit=1)), None)
+            organization = None
+            if settings.org_token:
+                endpoint = "/v1/core/auth/caller-identity"
+                answer = self._send("GET", settings.auth_url + endpoint, endpoint=endpoint, auth="org").json()
+                organization = answer.get("organizationId") if isinstance(answer, dict) else None
         except Exception as exc:
             return False, str(exc)
         how = "a minted OAuth token" if settings.uses_oauth else "the pasted access token"
-        return True, f"Connected to Siro at {settings.api_url} with {how}; uploads are allowed"
+        user = settings.user_id or (first or {}).get("userId")
+        who = f"user {user}" if user else "its user (who has no recordings yet)"
+        org = f", organization {organization}" if organization else ""
+        return True, (
+            f"Connected to Siro at {settings.api_url} with {how}: it reads the recordings of {who}{org}. "
+            "Nothing was uploaded or created."
+        )
 
 
 class SiroAsyncHook(AsyncTransportMixin, SiroHook):
@@ -255,9 +435,9 @@ class SiroAsyncHook(AsyncTransportMixin, SiroHook):
       worker thread (both may wait on the Airflow supervisor, a secrets backend or the org API, and
       both happen rarely: once per hook, and once per 16 hours per token);
     * API calls go through an ``httpx.AsyncClient`` (httpx ships with Airflow, and is imported only
-      here, so DAG files that merely name a sensor do not pay for it), with the same backoff on 429,
-      502, 503, 504 and network errors, ``Retry-After`` honoured up to ``max_retry_wait``, and one
-      fresh token after a 401.
+      here, so DAG files that merely name a sensor do not pay for it), under the same retry policy
+      (:mod:`~airflow_provider_siro.hooks.retries`: 429, 5xx and network errors, ``Retry-After``
+      honoured up to ``max_retry_wait``), one fresh token after a 401, and no redirect followed.
 
     Call :meth:`aclose` when done (a trigger does so in ``finally``).
 
@@ -296,10 +476,7 @@ class SiroAsyncHook(AsyncTransportMixin, SiroHook):
         response = await self._asend(
             "GET", settings.api_url + endpoint, endpoint=endpoint, params=params or None
         )
-        try:
-            data = (response.json() or {}).get("data")
-        except (ValueError, AttributeError):
-            data = None
+        data = self._json(_ResponseView(response), "GET", endpoint).get("data")
         if not isinstance(data, dict):
             raise SiroApiError("the recording response has no data object", method="GET", endpoint=endpoint)
         return data

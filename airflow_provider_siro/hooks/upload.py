@@ -9,20 +9,23 @@ short one, and a failed PUT starts over from a re-opened source, never from a bu
 
 from __future__ import annotations
 
-import logging
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import IO
+from typing import IO, TYPE_CHECKING, Any, cast
 from urllib.parse import urlsplit
 
 import requests
 
-from airflow_provider_siro.exceptions import SiroApiError, SiroValidationError
+from airflow_provider_siro.exceptions import SiroApiError, SiroRejectedError, SiroValidationError
 from airflow_provider_siro.hooks.redaction import mask_url_credentials, redact_url
+from airflow_provider_siro.hooks.retries import RetryLater, call_with_retries, retryable_status
 from airflow_provider_siro.hooks.settings import SiroConnectionSettings
 from airflow_provider_siro.payload import CONTENT_TYPES, check_signed_url_request
+
+if TYPE_CHECKING:
+    from airflow_provider_siro.compat import Logger
 
 SIGNED_URL_MARGIN = timedelta(seconds=30)
 """A signed URL this close to ``expiresAt`` is replaced before the PUT starts."""
@@ -69,7 +72,7 @@ class _UploadBody:
         chunk_size: int,
         progress_interval: float,
         label: str,
-        logger: logging.Logger,
+        logger: Logger,
     ) -> None:
         self._stream = stream
         self._size = size
@@ -86,11 +89,15 @@ class _UploadBody:
         started = last_report = time.monotonic()
         remaining = self._size
         read = self._stream.read
-        readinto = getattr(self._stream, "readinto", None)
+        readinto: Callable[[memoryview], int | None] | None = getattr(self._stream, "readinto", None)
         view = memoryview(bytearray(min(self._chunk_size, self._size))) if readinto else None
         while remaining:
             want = min(self._chunk_size, remaining)
-            chunk = view[: readinto(view[:want]) or 0] if view is not None else read(want)
+            chunk = (
+                view[: readinto(view[:want]) or 0]
+                if view is not None and readinto is not None
+                else read(want)
+            )
             if not chunk:
                 raise SiroValidationError(
                     "source_path",
@@ -127,12 +134,17 @@ def _human_bytes(count: float) -> str:
 class UploadMixin:
     """The upload half of :class:`~airflow_provider_siro.hooks.siro.SiroHook` (a mixin; not used alone)."""
 
-    settings: SiroConnectionSettings
-    log: logging.Logger
-    session: requests.Session  # TransportMixin's
+    if TYPE_CHECKING:  # the hook's cached_property
+
+        @property
+        def settings(self) -> SiroConnectionSettings: ...
+
+    log: Logger
+    _pools: Any  # TransportMixin's
     _send: Callable[..., requests.Response]  # TransportMixin's
     _error: Callable[..., SiroApiError]  # TransportMixin's
-    _backoff: Callable[[int, float | None], float]  # TransportMixin's
+    _json: Callable[..., dict[str, Any]]  # TransportMixin's
+    _redirect_error: Callable[..., SiroRejectedError]  # TransportMixin's
 
     def get_signed_urls(self, file_type: str, file_size: int) -> SignedUpload:
         """Ask Siro where to PUT ``file_size`` bytes of ``file_type`` audio (step 1 of an upload)."""
@@ -145,7 +157,7 @@ class UploadMixin:
             auth="user",
             json={"fileType": file_type, "fileSize": file_size},
         )
-        data = (response.json() or {}).get("data") or {}
+        data = self._json(response, "POST", endpoint).get("data") or {}
         try:
             upload_url, download_url = data["uploadUrl"], data["downloadUrl"]
             headers = {str(k): str(v) for k, v in (data.get("uploadHeaders") or {}).items()}
@@ -179,17 +191,23 @@ class UploadMixin:
         headers = {**signed.upload_headers, "Content-Length": str(size)}
         endpoint = urlsplit(signed.upload_url).path
         try:
-            response = self.session.put(
-                signed.upload_url,
-                data=body,
-                headers=headers,
-                timeout=(min(10.0, settings.timeout), settings.timeout),
-            )
+            with self._pools.lease() as session:
+                response = session.put(
+                    signed.upload_url,
+                    data=cast(
+                        "Iterable[bytes]", body
+                    ),  # its chunks are bytes or memoryviews; requests sends both
+                    headers=headers,
+                    timeout=(min(10.0, settings.timeout), settings.timeout),
+                    allow_redirects=False,  # the audio goes where Siro signed, nowhere else
+                )
         except requests.RequestException as exc:
             raise SiroApiError(
                 f"{type(exc).__name__} after {body.sent} of {size} bytes", method="PUT", endpoint=endpoint
             ) from None
-        if response.status_code >= 300:
+        if 300 <= response.status_code < 400:
+            raise self._redirect_error(response, "PUT", endpoint)
+        if response.status_code >= 400:
             raise self._error(response, "PUT", endpoint, create=False)
 
     def upload_audio(
@@ -210,10 +228,10 @@ class UploadMixin:
         An expired or rejected (403/400) signed URL is replaced by a fresh one; 429, 5xx and network
         failures back off and retry within the connection's retry budget.
         """
-        settings = self.settings
         signed = self.get_signed_urls(file_type, size)
-        attempt = 0
-        while True:
+
+        def attempt() -> str:
+            nonlocal signed
             if signed.expires_soon():
                 self.log.info(
                     "The signed upload URL expires at %s; asking for a fresh one", signed.expires_at
@@ -222,26 +240,19 @@ class UploadMixin:
             try:
                 with open_stream() as stream:
                     self.put_audio(signed, stream, size, label)
-                return signed.download_url
             except SiroApiError as exc:
-                if attempt >= settings.max_retries:
-                    raise
                 status = exc.status_code
                 if status in (400, 401, 403):
                     self.log.warning(
                         "Storage refused the signed URL (%s: %s); asking for a fresh one", status, exc.message
                     )
                     signed = self.get_signed_urls(file_type, size)
-                    wait = 0.0
-                elif status is None or status == 429 or status >= 500:
-                    wait = self._backoff(attempt, None)
-                    self.log.warning(
-                        "Upload of %s failed (%s); retrying from the start in %.2f s",
-                        label,
-                        exc.message,
-                        wait,
-                    )
-                else:
-                    raise
-                time.sleep(wait)
-                attempt += 1
+                    raise RetryLater(exc, "was refused", retry_after=0.0) from None
+                if status is None or retryable_status(status, create=False, retry_after=False):
+                    raise RetryLater(
+                        exc, f"of {label} failed ({exc.message}); retrying from the start"
+                    ) from None
+                raise
+            return signed.download_url
+
+        return call_with_retries(attempt, self.settings, self.log, "PUT", "the signed upload URL")

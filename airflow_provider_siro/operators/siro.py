@@ -9,19 +9,22 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Iterable, Sequence
-from functools import cached_property
+from concurrent.futures import ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
-from airflow_provider_siro.compat import BaseOperator, conf
+from airflow_provider_siro.compat import conf
 from airflow_provider_siro.exceptions import (
     SiroApiError,
     SiroRecordingFailedError,
     SiroRecordingWaitError,
     SiroValidationError,
+    fail_now_unless_retryable,
 )
 from airflow_provider_siro.links.siro import SiroRecordingLink
+from airflow_provider_siro.operators.base import SiroUploadBaseOperator, map_index_label
 from airflow_provider_siro.payload import (
+    RECORDING_FIELD_ARGS,
     RecordingFields,
     check_text,
     check_url,
@@ -34,25 +37,8 @@ from airflow_provider_siro.utils.sources import source_path_text
 if TYPE_CHECKING:
     from airflow.sdk import Context
 
-    from airflow_provider_siro.hooks.siro import SiroConnectionSettings, SiroHook
-    from airflow_provider_siro.utils.ledger import UploadLedger
 
-_FIELD_ARGS = (
-    "title",
-    "user_id",
-    "user_email",
-    "user_phone",
-    "organization_id",
-    "conversation_type",
-    "integration_connection_id",
-    "crm_objects",
-    "customer_phone",
-    "customer_name",
-    "date_created",
-)
-
-
-class SiroUploadRecordingOperator(BaseOperator):
+class SiroUploadRecordingOperator(SiroUploadBaseOperator):
     """
     Create a Siro recording from audio, uploading it first when it is not in Siro yet.
 
@@ -72,26 +58,20 @@ class SiroUploadRecordingOperator(BaseOperator):
     :param source_conn_id: the connection object storage uses for ``source_path``.
     :param file_type: ``mp3``, ``aac`` or ``wav``; inferred from the source's extension when omitted,
         and checked against it when given. (templated)
-    :param title: the recording's title. (templated)
-    :param user_id: Siro user who recorded the call; one of ``user_id``, ``user_email`` and
-        ``user_phone`` is required. (templated)
-    :param user_email: that user's email. (templated)
-    :param user_phone: that user's phone number. (templated)
-    :param organization_id: the Siro organization. (templated)
-    :param conversation_type: the type to analyse the call against; Siro falls back to the
-        organization's default. (templated)
-    :param integration_connection_id: CRM integration the ``crm_objects`` belong to; the two go
-        together. (templated)
-    :param crm_objects: ``[{"objectType": "Opportunity", "objectId": "..."}]``, rendered in depth.
-        (templated)
-    :param customer_phone: the customer's phone, to link CRM objects when none are given. (templated)
-    :param customer_name: the customer's name, likewise. (templated)
-    :param date_created: when the call happened: a timezone-aware datetime or an RFC 3339 string, sent
-        in UTC. ``"{{ data_interval_end }}"`` works. (templated)
+
+    The recording fields (``title``, ``user_id``, ``user_email``, ``user_phone``,
+    ``organization_id``, ``conversation_type``, ``integration_connection_id``, ``crm_objects``,
+    ``customer_phone``, ``customer_name``, ``date_created``, ``discoverable``, ``result``), the ledger
+    (``ledger_path``, ``ledger_conn_id``, ``claim_timeout``) and ``siro_conn_id`` are those of
+    :class:`~airflow_provider_siro.operators.base.SiroUploadBaseOperator`; all are keyword
+    parameters, so ``default_args`` and ``partial()`` take them.
+
     :param wait_for_completion: after creating the recording, wait until Siro has processed it
         (``processingStatus`` ``complete``), so one task uploads and waits. The recording's details
-        then go to XCom under the key ``recording`` (the return value stays the recording ID). A
-        failure while waiting is not retried, since a retry would upload the audio a second time.
+        then go to XCom under the key ``recording`` (the return value stays the recording ID). On
+        Airflow 3.3+ the recording ID is kept in the task state store, so a retry resumes the wait
+        instead of uploading again; below 3.3 a failed wait is not retried, since a retry would upload
+        the audio a second time.
     :param deferrable: wait in the triggerer instead of holding a worker slot (with
         ``wait_for_completion``). Defaults to the ``[operators] default_deferrable`` setting.
     :param poll_interval: seconds between reads of the recording while waiting.
@@ -99,41 +79,25 @@ class SiroUploadRecordingOperator(BaseOperator):
     :param show_summary: include the call summary (``showSummary``) in the ``recording`` XCom.
     :param show_entity_extractions: include extracted entities (``showEntityExtractions``).
     :param show_crm_opportunities: include linked CRM opportunities (``showCrmOpportunities``).
-    :param ledger_path: the upload ledger (a folder or any object storage URL, e.g.
-        ``s3://calls/_siro_ledger/``): a ``source_path`` it already has is not uploaded again, and its
-        recording ID is returned. ``None`` (default): no ledger, every run uploads. See the README.
-        (templated)
-    :param ledger_conn_id: the connection object storage uses for ``ledger_path``; ``source_conn_id``
-        when omitted.
 
-    The task has a "Siro recording" extra link to the recording in the Siro web app, and writes the
-    same URL to its log.
+    The task has a "Siro recording" extra link to the recording (see
+    :class:`~airflow_provider_siro.links.siro.SiroRecordingLink`), and writes the same URL to its log.
     """
 
-    template_fields: Sequence[str] = ("download_url", "source_path", "file_type", "ledger_path", *_FIELD_ARGS)
-    template_fields_renderers = {"crm_objects": "json"}
-    ui_color = "#e8f0fe"
+    template_fields: Sequence[str] = (
+        "download_url",
+        "source_path",
+        "file_type",
+        "ledger_path",
+        *RECORDING_FIELD_ARGS,
+    )
     operator_extra_links = (SiroRecordingLink(),)
 
     def __init__(
         self,
         *,
-        siro_conn_id: str = "siro_default",
         download_url: str | None = None,
         source_path: str | os.PathLike[str] | None = None,
-        source_conn_id: str | None = None,
-        file_type: str | None = None,
-        title: str | None = None,
-        user_id: str | None = None,
-        user_email: str | None = None,
-        user_phone: str | None = None,
-        organization_id: str | None = None,
-        conversation_type: str | None = None,
-        integration_connection_id: str | None = None,
-        crm_objects: list[dict[str, str]] | None = None,
-        customer_phone: str | None = None,
-        customer_name: str | None = None,
-        date_created: Any = None,
         wait_for_completion: bool = False,
         deferrable: bool = conf.getboolean("operators", "default_deferrable", fallback=False),
         poll_interval: float = 60.0,
@@ -141,39 +105,18 @@ class SiroUploadRecordingOperator(BaseOperator):
         show_summary: bool = False,
         show_entity_extractions: bool = False,
         show_crm_opportunities: bool = False,
-        ledger_path: str | None = None,
-        ledger_conn_id: str | None = None,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
-        if ledger_path is not None and download_url is not None:
-            raise ValueError(
-                f"{type(self).__name__} {kwargs.get('task_id')!r}: ledger_path needs a source_path to key on"
-            )
+        where = f"{type(self).__name__} {kwargs.get('task_id')!r}"
+        if self.ledger_path is not None and download_url is not None:
+            raise ValueError(f"{where}: ledger_path needs a source_path to key on")
         if (download_url is None) == (source_path is None):
-            raise ValueError(
-                f"{type(self).__name__} {kwargs.get('task_id')!r}: give exactly one of download_url and source_path"
-            )
-        self.siro_conn_id = siro_conn_id
+            raise ValueError(f"{where}: give exactly one of download_url and source_path")
+        if poll_interval <= 0 or timeout < 0:
+            raise ValueError(f"{where}: poll_interval must be > 0 and timeout >= 0")
         self.download_url = download_url
         self.source_path = source_path_text(source_path)
-        self.source_conn_id = source_conn_id
-        self.file_type = file_type
-        self.title = title
-        self.user_id = user_id
-        self.user_email = user_email
-        self.user_phone = user_phone
-        self.organization_id = organization_id
-        self.conversation_type = conversation_type
-        self.integration_connection_id = integration_connection_id
-        self.crm_objects = crm_objects
-        self.customer_phone = customer_phone
-        self.customer_name = customer_name
-        self.date_created = date_created
-        if poll_interval <= 0 or timeout < 0:
-            raise ValueError(
-                f"{type(self).__name__} {kwargs.get('task_id')!r}: poll_interval must be > 0 and timeout >= 0"
-            )
         self.wait_for_completion = wait_for_completion
         self.deferrable = deferrable
         self.poll_interval = float(poll_interval)
@@ -181,14 +124,23 @@ class SiroUploadRecordingOperator(BaseOperator):
         self.show_summary = show_summary
         self.show_entity_extractions = show_entity_extractions
         self.show_crm_opportunities = show_crm_opportunities
-        self.ledger_path = ledger_path
-        self.ledger_conn_id = ledger_conn_id
 
-    @cached_property
-    def hook(self) -> SiroHook:
-        from airflow_provider_siro.hooks.siro import SiroHook
+    @property
+    def source_label(self) -> str:
+        """The source as the UI shows it: the path, or the ``downloadUrl`` without its query string.
 
-        return SiroHook(siro_conn_id=self.siro_conn_id)
+        Never fails and never looks like a Python literal: Airflow renders ``map_index_template`` after
+        a failed ``execute`` too (natively in a DAG with ``render_template_as_native_obj``), and an
+        error there would turn a task that must fail at once into one that is retried.
+        """
+        if self.source_path not in (None, ""):
+            return map_index_label(str(self.source_path))
+        if isinstance(self.download_url, str) and self.download_url:
+            parts = urlsplit(self.download_url)
+            return map_index_label(
+                f"{parts.scheme}://{parts.netloc}{parts.path}" if parts.scheme else parts.path
+            )
+        return "(no source)"
 
     def _do_render_template_fields(
         self,
@@ -232,47 +184,53 @@ class SiroUploadRecordingOperator(BaseOperator):
                     "is required: download_url has no .mp3, .aac or .wav extension to infer it from",
                 )
             file_type = resolve_file_type(self.file_type if self.file_type is not None else inferred, None)
-        fields = validate_recording_fields(file_type, **{name: getattr(self, name) for name in _FIELD_ARGS})
+        fields = validate_recording_fields(file_type, **self.recording_fields())
         return fields, file_type
 
-    def _ledger(self, context: Context, conn_id: str | None) -> UploadLedger | None:
-        from airflow_provider_siro.utils.ledger import ledger_for
-
-        return ledger_for(
-            self.ledger_path,
-            self.ledger_conn_id or conn_id,
-            context,
-            destination=self.hook.destination(),
-            claim_timeout=getattr(self, "claim_timeout", 3600.0),
-        )
-
-    def _upload_settings(self) -> SiroConnectionSettings:
-        """The connection's settings; a broken connection, or one that cannot upload, fails here."""
-        settings = self.hook.settings
-        if settings.uses_oauth and settings.scope != "write":
-            # A token minted with scope read cannot upload: say so before one is minted or anything is sent.
-            raise SiroValidationError(
-                f"{settings.conn_id}.extra.scope", f"is {settings.scope!r}, but uploads need 'write'"
-            )
-        return settings
-
     # ------------------------------------------------------------------ execution
+    @fail_now_unless_retryable
     def execute(self, context: Context) -> str:
+        self._start_stoppable()
         fields, _file_type = self.validate_inputs()
         hook = self.hook
         self._upload_settings()
-        if self.source_path is not None:
+        hook.check_create_fields(fields)  # a field the connection's wire format lacks: before any upload
+        recording_id = self._remembered_recording(context)
+        if recording_id is not None:
+            self.log.info(
+                "Siro recording %s was created by an earlier try of this task (task state store); "
+                "not uploading again",
+                recording_id,
+            )
+            given = urlsplit(str(self.source_path or self.download_url))
+            origin, size = (
+                f"{given.scheme}://{given.netloc}{given.path}" if given.scheme else given.path,
+                None,
+            )
+        elif self.source_path is not None:
             from airflow_provider_siro.utils.sources import locate_source
             from airflow_provider_siro.utils.uploads import upload_source
 
             source = locate_source(str(self.source_path), self.source_conn_id)
             ledger = self._ledger(context, self.source_conn_id)
-            recording_id = upload_source(hook, source, fields, ledger, self.log).recording_id
+            ((source, fields),) = self._stoppable_sources([(source, fields)])
+            # In a thread of its own: a signal that interrupts the main thread (a kill, execution_timeout)
+            # cannot cut the create call in half; on_kill stops the transfer instead.
+            with ThreadPoolExecutor(max_workers=1, thread_name_prefix="siro-upload") as pool:
+                future = pool.submit(upload_source, hook, source, fields, ledger, self.log)
+                try:
+                    recording_id = future.result().recording_id
+                    origin, size = source.location, source.size
+                except BaseException:
+                    if not future.done() and self._stop is not None:
+                        self._stop.set()  # interrupted here: stop the transfer, then wait for the thread
+                    raise
         else:
             started = time.monotonic()
             download_url = str(self.download_url)
             parts = urlsplit(download_url)
             recording_id = hook.create_recording(download_url, fields)
+            origin, size = f"{parts.scheme}://{parts.netloc}{parts.path}", None
             self.log.info(
                 "Created Siro recording %s for %s from %s://%s%s in %.1f s",
                 recording_id,
@@ -282,13 +240,25 @@ class SiroUploadRecordingOperator(BaseOperator):
                 parts.path,
                 time.monotonic() - started,
             )
+        self._remember_recording(context, recording_id)
         SiroRecordingLink.persist(context=context, operator=self, recording_id=recording_id)
+        self._report_uploads(
+            context, [self._uploaded(recording_id, origin, fields, size)], hook.settings.api_url
+        )
         if self.wait_for_completion:
-            self._wait(context, recording_id)
+            try:
+                self._wait(context, recording_id)
+            except SiroRecordingWaitError as exc:
+                if self._state_store(context) is not None:
+                    # Airflow 3.3+: a retry finds the recording in the task state store and resumes
+                    # waiting on it instead of uploading again, so the wait is safe to retry.
+                    exc.retryable = True
+                    self.log.warning("%s; a retry resumes waiting on recording %s", exc.problem, recording_id)
+                raise
         return recording_id
 
     # ------------------------------------------------------------------ waiting for processing
-    def _show_flags(self) -> dict[str, bool]:
+    def _show_flags(self) -> dict[str, Any]:  # bools, passed on as keyword arguments
         return {
             "show_summary": self.show_summary,
             "show_entity_extractions": self.show_entity_extractions,
@@ -351,6 +321,7 @@ class SiroUploadRecordingOperator(BaseOperator):
         self.log.info("Siro has processed recording %s", recording_id)
         context["ti"].xcom_push(key="recording", value=recording)
 
+    @fail_now_unless_retryable
     def execute_complete(self, context: Context, event: dict[str, Any]) -> str:
         """Resume after the trigger fired: store the processed recording, or fail without a retry.
 
@@ -362,17 +333,17 @@ class SiroUploadRecordingOperator(BaseOperator):
         message = str(event.get("message", ""))
         if status == "success":
             self._processed(context, recording_id, event["recording"])
+            self._report_resumed(context, recording_id)
             return recording_id
         if status == "failed":
             raise SiroRecordingFailedError(recording_id, message)
-        raise SiroRecordingWaitError(recording_id, f"waiting for it ended: {message}")
+        error = SiroRecordingWaitError(recording_id, f"waiting for it ended: {message}")
+        error.retryable = self._state_store(context) is not None  # 3.3+: the retry resumes the wait
+        raise error
 
 
-def __getattr__(name: str) -> Any:
-    # The bulk operator lives in operators/bulk.py; it is importable from here too, and loaded only
-    # when a DAG file asks for it.
-    if name == "SiroUploadRecordingsOperator":
-        from airflow_provider_siro.operators.bulk import SiroUploadRecordingsOperator
+# The bulk operator lives in operators/bulk.py and is importable from here as well. Imported last: it
+# builds on the same base, never on this module, so there is no cycle.
+from airflow_provider_siro.operators.bulk import SiroUploadRecordingsOperator  # noqa: E402
 
-        return SiroUploadRecordingsOperator
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+__all__ = ["SiroUploadRecordingOperator", "SiroUploadRecordingsOperator"]

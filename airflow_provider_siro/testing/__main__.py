@@ -1,5 +1,5 @@
-"""``python -m airflow_provider_siro.testing``: run the offline Siro server."""
+"""``python -m airflow_provider_siro.testing``: the ``siro-offline`` command (``serve``, ``upload``)."""
 
-from airflow_provider_siro.testing.server import main
+from airflow_provider_siro.testing.cli import main
 
 raise SystemExit(main())

@@ -14,10 +14,10 @@ from http.server import BaseHTTPRequestHandler
 from typing import TYPE_CHECKING, Any
 
 from airflow_provider_siro.testing.faults import Fault
+from airflow_provider_siro.testing.protocol import ServerState
 
 if TYPE_CHECKING:
-    from airflow_provider_siro.testing.server import OfflineSiro
-
+    from typing_extensions import TypeIs
 
 KEEP_BYTES_UP_TO = 1024 * 1024
 READ_CHUNK = 1024 * 1024
@@ -34,7 +34,17 @@ class BaseHandler(BaseHTTPRequestHandler):
     # client's delayed ACK add ~40 ms to every small answer.
     disable_nagle_algorithm = True
     timeout = 120
-    server_state: OfflineSiro
+    server_state: ServerState
+    _status: int | None
+    """The answer's status, for the request log (None: the connection was dropped)."""
+
+    def _dispatch(self, method: str) -> None:
+        """Route one request; the server's handler class does (``handler._Handler``)."""
+        raise NotImplementedError
+
+    def _commit(self) -> None:
+        """Write the request to the server's log; the server's handler class does."""
+        raise NotImplementedError
 
     def log_message(self, format: str, *args: Any) -> None:
         """Silent: the default access log would print signed URLs' query strings."""
@@ -136,7 +146,7 @@ class BaseHandler(BaseHTTPRequestHandler):
             self._error(400, "Invalid JSON body")
             return False, None
 
-    def _refused(self, problem: Any) -> bool:
+    def _refused(self, problem: object) -> TypeIs[tuple[int, str]]:
         """True once an auth check's ``(status, message)`` has been answered; False if it passed."""
         if isinstance(problem, tuple):
             self._error(*problem)

@@ -24,7 +24,7 @@ from airflow_provider_siro.testing.state import Headers, StoredObject, _Token
 
 SECRETS_LEDGER_ENV = "SIRO_OFFLINE_SECRETS_FILE"
 """When this environment variable names a file, every ``OfflineSiro`` of every process (a server that a
-test started with ``python -m airflow_provider_siro.testing.server``, say) appends each secret it issues
+test started with ``python -m airflow_provider_siro.testing serve``, say) appends each secret it issues
 to it, one JSON object a line: ``{"kind": ..., "secret": ..., "pid": ...}``. A test suite reads it back
 with :meth:`OfflineSiro.all_issued_secrets` to look for those secrets in logs. Unset: nothing is written."""
 
@@ -51,7 +51,16 @@ class CredentialsMixin:
     client_id: str
     client_secret: str
     user_id: str
-    url: str
+
+    @property
+    def url(self) -> str:
+        """The server's base URL (``OfflineSiro.url``)."""
+        raise NotImplementedError
+
+    @property
+    def auth_url(self) -> str:
+        """The org API's base URL (``OfflineSiro.auth_url``)."""
+        raise NotImplementedError
 
     def _new_token(self, user_id: str, scope: str) -> tuple[str, str]:
         token, token_id = secrets.token_urlsafe(32), f"tok_{secrets.token_hex(6)}"

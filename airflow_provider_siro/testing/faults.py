@@ -7,6 +7,7 @@ from a seeded generator, for the soak tests of the reliability suite.
 
 from __future__ import annotations
 
+import json
 import random
 import threading
 from collections import Counter
@@ -42,6 +43,24 @@ class Fault:
     body: Any = None
     acted: bool = False
     kind: str = ""
+    redirect: str | None = None
+    echo: bool = False
+    content_type: str | None = None
+
+    def answer(self, headers: Any, raw: bytes) -> tuple[bytes, str, dict[str, str]] | None:
+        """The answer of a redirect, echo or raw-body fault: ``(body, content type, extra headers)``;
+        None for a plain status fault (a Siro-style JSON error)."""
+        if self.redirect is not None:
+            return b"", "text/plain", {"Location": self.redirect}
+        if self.echo:
+            # Like a debugging proxy or a verbose framework error page: the request, headers and all.
+            request = {"headers": dict(headers.items()), "body": raw.decode("utf-8", "replace")}
+            echoed = {"error": f"Injected {self.status} for this request: {json.dumps(request)}"}
+            return json.dumps(echoed).encode(), "application/json", {}
+        if self.content_type is not None:
+            text = self.body if isinstance(self.body, str) else ""
+            return text.encode(), self.content_type, {}
+        return None
 
 
 class FaultsMixin:
@@ -64,6 +83,9 @@ class FaultsMixin:
         times: int | None = 1,
         body: Any = None,
         acted: bool = False,
+        redirect: str | None = None,
+        echo: bool = False,
+        content_type: str | None = None,
     ) -> Fault:
         """Make the next ``times`` requests to ``endpoint`` fail (``times=None``: all of them).
 
@@ -74,10 +96,27 @@ class FaultsMixin:
         :param delay: seconds to wait before answering (to run past a client's timeout).
         :param acted: with a 5xx ``status`` on ``create_recording``: create the recording first, like a
             gateway that failed after the backend succeeded.
+        :param redirect: with a 3xx ``status``: send ``Location: redirect`` (another host, say).
+        :param echo: answer ``status`` with a JSON body that echoes the request's headers and body.
+        :param content_type: answer ``status`` with ``body`` (a string) as this content type, e.g. an
+            HTML page from a proxy, or an empty ``application/json`` body.
         """
         if drop not in (None, "before", "after", "mid"):
             raise ValueError(f"drop must be before, after or mid, not {drop!r}")
-        fault = Fault(endpoint, status, retry_after, drop, delay, times, body, acted, kind="manual")
+        fault = Fault(
+            endpoint,
+            status,
+            retry_after,
+            drop,
+            delay,
+            times,
+            body,
+            acted,
+            kind="manual",
+            redirect=redirect,
+            echo=echo,
+            content_type=content_type,
+        )
         with self._lock:
             self._faults.append(fault)
         return fault

@@ -8,7 +8,7 @@ import time
 from dataclasses import asdict
 from http.server import ThreadingHTTPServer
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, unquote, urlsplit
 
 from airflow_provider_siro.testing.base_handler import _Drop
 from airflow_provider_siro.testing.faults import Fault
@@ -22,7 +22,9 @@ _ROUTES: list[tuple[str, re.Pattern[str], str]] = [
     ("GET", re.compile(r"^/api-externalApi/v1/core/oauth/apps/([^/]+)/access-token/([^/]+)$"), "get_token"),
     ("GET", re.compile(r"^/api-externalApi/v1/core/integrations/connections$"), "list_connections"),
     ("POST", re.compile(r"^/v1/core/recordings/signed-urls$"), "signed_urls"),
+    ("GET", re.compile(r"^/api-externalApi/v1/core/auth/caller-identity$"), "caller_identity"),
     ("POST", re.compile(r"^/v1/core/recordings/upload$"), "create_recording"),
+    ("GET", re.compile(r"^/v1/core/recordings$"), "list_recordings"),
     ("GET", re.compile(r"^/v1/core/recordings/([^/]+)$"), "get_recording"),
     ("PUT", re.compile(r"^/storage/upload/([^/]+)$"), "upload_put"),
     ("GET", re.compile(r"^/storage/download/([^/]+)$"), "download"),
@@ -53,11 +55,11 @@ class _Handler(OrgEndpoints, RecordingEndpoints, StorageEndpoints):
                 endpoint, match = name, found
                 break
         headers = Headers(self.headers.items())
-        self._status: int | None = None
+        self._status = None
         self._json: Any = None
         self._body_size = 0
         fault = siro._take_fault(endpoint) if endpoint != "unknown" else None
-        self._pending: RecordedRequest | None = RecordedRequest(
+        self._pending = RecordedRequest(
             endpoint=endpoint,
             method=method,
             path=path,
@@ -86,6 +88,18 @@ class _Handler(OrgEndpoints, RecordingEndpoints, StorageEndpoints):
         if entry is not None:
             entry.json, entry.body_size, entry.status = self._json, self._body_size, self._status
             self.server_state._record(entry)
+
+    def _send_answer(self, status: int, data: bytes, content_type: str, extra: dict[str, str]) -> None:
+        """Answer a redirect, echo or raw-body fault (see :meth:`Fault.answer`)."""
+        self._status = status
+        self._commit()
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(data)))
+        for name, value in extra.items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(data)
 
     def _handle(
         self,
@@ -117,6 +131,10 @@ class _Handler(OrgEndpoints, RecordingEndpoints, StorageEndpoints):
                     self._raw = self._read_body()
                     self._body_size = len(self._raw)
                     self._parse_json_quietly()
+                answer = fault.answer(headers, getattr(self, "_raw", b""))
+                if answer is not None:
+                    self._send_answer(fault.status, *answer)
+                    return
                 message = fault.body if fault.body is not None else {"error": f"Injected {fault.status}"}
                 self._send(fault.status, message, retry_after=fault.retry_after)
                 return
@@ -145,6 +163,15 @@ class _Handler(OrgEndpoints, RecordingEndpoints, StorageEndpoints):
                     for rid, r in siro.recordings.items()
                 },
             )
+        elif method == "GET" and path.startswith("/_offline/recordings/"):
+            # The recording's own page, where the provider's extra link points for this server (no
+            # audio URL on it: a signed one is a credential).
+            found = siro.recordings.get(unquote(path.rsplit("/", 1)[1]))
+            if found is None:
+                self._error(404, "no such recording")
+            else:
+                page = {k: found.body.get(k) for k in ("title", "userEmail", "userId", "dateCreated")}
+                self._send(200, {"id": found.id, "status": found.status, "fileType": found.file_type, **page})
         elif method == "POST" and path == "/_offline/faults":
             args = json.loads(raw or b"{}")
             siro.add_fault(args.pop("endpoint"), **args)

@@ -78,3 +78,25 @@ class OrgEndpoints(BaseHandler):
             200,
             {"data": [{"id": siro.integration_connection_id, "name": "Salesforce", "type": "salesforce"}]},
         )
+
+    def _ep_caller_identity(
+        self, match: re.Match[str], query: dict[str, str], headers: Headers, fault: Fault | None
+    ) -> None:
+        """Details of the organization API token the call was made with."""
+        siro = self.server_state
+        if self._refused(siro._org(headers)):
+            return
+        if self._finish_fault(fault):
+            return
+        self._send(
+            200,
+            {
+                "tokenId": "orgtok_offline",
+                "tokenName": "Offline Siro organization token",
+                "organizationId": siro.organization_id,
+                "authorizedOrgGroupId": None,
+                "parentOrgGroupTokenId": None,
+                "createdAt": "2026-01-01T00:00:00.000Z",
+                "createdBy": siro.user_id,
+            },
+        )

@@ -13,12 +13,56 @@ from airflow_provider_siro.testing.faults import Fault
 from airflow_provider_siro.testing.rules import (
     CONTENT_TYPES,
     FILE_TYPES,
+    URL_KEY,
     validate_recording,
     validate_shape,
     zod_error,
     zod_issue,
 )
 from airflow_provider_siro.testing.state import Headers, Recording, StoredObject
+
+MAX_PAGE = 100
+"""``limit``'s default and ceiling on Siro's list endpoint."""
+LIST_FIELDS = (
+    "id",
+    "title",
+    "userId",
+    "dateCreated",
+    "durationInMilliseconds",
+    "result",
+    "discoverable",
+    "isPrivate",
+)
+"""The item fields the list endpoint shows (a subset of Siro's: the ones a client can match on)."""
+
+
+def _iso_millis(moment: datetime) -> str:
+    """``YYYY-MM-DDTHH:mm:ss.sssZ``, the format of Siro's list filters and dates."""
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.") + f"{moment.microsecond // 1000:03d}Z"
+
+
+def _parse_moment(text: str) -> datetime | None:
+    """An ISO 8601 date-time with ``Z`` or an offset, or ``None`` when it is not one."""
+    try:
+        moment = datetime.fromisoformat(text.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return None
+    return moment if moment.tzinfo is not None else None
+
+
+def list_item(recording: Recording) -> dict[str, Any]:
+    """A recording as ``GET /v1/core/recordings`` shows it."""
+    return {
+        "id": recording.id,
+        "title": recording.body.get("title") or "Untitled recording",
+        "userId": recording.body.get("userId") or recording.user_id,
+        "dateCreated": recording.date_created,
+        # About 16 bytes a millisecond: a 128 kbit/s recording.
+        "durationInMilliseconds": recording.size // 16,
+        "result": recording.body.get("result"),
+        "discoverable": bool(recording.body.get("discoverable", False)),
+        "isPrivate": False,
+    }
 
 
 class RecordingEndpoints(BaseHandler):
@@ -32,7 +76,7 @@ class RecordingEndpoints(BaseHandler):
         if not ok:
             return
         user = siro._user(headers, write=True)
-        if self._refused(user):
+        if self._refused(user) or isinstance(user, tuple):
             return
         issues = validate_shape(body, ["fileType", "fileSize"], {"fileType": "enum", "fileSize": "int"})
         if isinstance(body, dict):
@@ -82,9 +126,9 @@ class RecordingEndpoints(BaseHandler):
         if not ok:
             return
         user = siro._user(headers, write=True)
-        if self._refused(user):
+        if self._refused(user) or isinstance(user, tuple):
             return
-        issues, newer = validate_recording(body)
+        issues = validate_recording(body, siro.api)
         if issues:
             self._send(422, zod_error(issues))
             return
@@ -96,7 +140,8 @@ class RecordingEndpoints(BaseHandler):
         if ("integrationConnectionId" in body) != ("crmObjects" in body):
             self._error(400, "integrationConnectionId and crmObjects must be provided together")
             return
-        url = body["fileUrl" if newer else "downloadUrl"]
+        url_key = URL_KEY[siro.api]
+        url = body[url_key]
         parts = urlsplit(url)
         name = parts.path.rsplit("/", 1)[-1]
         signed_query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
@@ -108,7 +153,7 @@ class RecordingEndpoints(BaseHandler):
             and siro._check_signature("GET", name, signed_query) in (None, "ExpiredToken")
         )
         if not valid or obj is None or not obj.uploaded:
-            self._error(400, "File not found at downloadUrl: upload the audio through the signed URL first")
+            self._error(400, f"File not found at {url_key}: upload the audio through the signed URL first")
             return
         if CONTENT_TYPES[body["fileType"]] != obj.content_type:
             self._error(
@@ -116,6 +161,7 @@ class RecordingEndpoints(BaseHandler):
             )
             return
         recording_id = f"rec_{uuid.UUID(int=siro._rng_ids.getrandbits(128)).hex[:20]}"
+        now = datetime.now(UTC)
         recording = Recording(
             id=recording_id,
             body=body,
@@ -124,7 +170,8 @@ class RecordingEndpoints(BaseHandler):
             size=obj.size,
             file_type=body["fileType"],
             user_id=user.user_id,
-            created_at=datetime.now(UTC),
+            created_at=now,
+            date_created=body.get("dateCreated") or _iso_millis(now),
         )
         with siro._lock:
             siro._recordings[recording_id] = recording
@@ -137,7 +184,7 @@ class RecordingEndpoints(BaseHandler):
     ) -> None:
         siro = self.server_state
         user = siro._user(headers, write=False)
-        if self._refused(user):
+        if self._refused(user) or isinstance(user, tuple):
             return
         with siro._lock:
             recording = siro._recordings.get(match.group(1))
@@ -171,3 +218,80 @@ class RecordingEndpoints(BaseHandler):
         if self._finish_fault(fault):
             return
         self._send(200, {"data": data})
+
+    def _ep_list_recordings(
+        self, match: re.Match[str], query: dict[str, str], headers: Headers, fault: Fault | None
+    ) -> None:
+        """The user's recordings, filtered by ``dateCreated:gt``/``:lt`` (and ``result``,
+        ``conversationType``), ordered by ``orderBy``/``orderDirection``, ``limit`` at a time; the
+        answer's ``cursor`` (``null`` on the last page) asks for the next page."""
+        siro = self.server_state
+        user = siro._user(headers, write=False)
+        if self._refused(user) or isinstance(user, tuple):
+            return
+        issues: list[dict[str, Any]] = []
+        bounds: dict[str, datetime] = {}
+        for key in ("dateCreated:gt", "dateCreated:lt"):
+            if key in query:
+                moment = _parse_moment(query[key])
+                if moment is None:
+                    issues.append(zod_issue("invalid_string", [key], "Invalid datetime"))
+                else:
+                    bounds[key] = moment
+        limit = MAX_PAGE
+        if "limit" in query:
+            text = query["limit"]
+            if not text.isdigit() or not 1 <= int(text) <= MAX_PAGE:
+                issues.append(zod_issue("too_big", ["limit"], f"Number must be between 1 and {MAX_PAGE}"))
+            else:
+                limit = int(text)
+        direction = query.get("orderDirection", "desc")
+        if direction not in ("asc", "desc"):
+            issues.append(
+                zod_issue(
+                    "invalid_enum_value", ["orderDirection"], "Invalid enum value. Expected 'asc' | 'desc'"
+                )
+            )
+        order_by = query.get("orderBy", "dateCreated")
+        if order_by not in LIST_FIELDS:
+            issues.append(zod_issue("invalid_enum_value", ["orderBy"], f"Cannot order by {order_by!r}"))
+        offset = 0
+        if "cursor" in query:
+            if not query["cursor"].startswith("o") or not query["cursor"][1:].isdigit():
+                issues.append(zod_issue("custom", ["cursor"], "Invalid cursor"))
+            else:
+                offset = int(query["cursor"][1:])
+        if issues:
+            self._send(422, zod_error(issues))
+            return
+        with siro._lock:
+            mine = [r for r in siro._recordings.values() if r.user_id == user.user_id]
+        items = []
+        for recording in mine:
+            item = list_item(recording)
+            created = _parse_moment(item["dateCreated"])
+            if created is None:
+                continue
+            if "dateCreated:gt" in bounds and not created > bounds["dateCreated:gt"]:
+                continue
+            if "dateCreated:lt" in bounds and not created < bounds["dateCreated:lt"]:
+                continue
+            if "result" in query and item["result"] != query["result"]:
+                continue
+            if "conversationType" in query and recording.body.get("conversationType") not in query[
+                "conversationType"
+            ].split(","):
+                continue
+            items.append((created, item))
+
+        def sort_key(pair: tuple[datetime, dict[str, Any]]) -> tuple[Any, ...]:
+            created, item = pair
+            value = created if order_by == "dateCreated" else item[order_by]
+            return (value is not None, value if value is not None else 0, item["id"])
+
+        items.sort(key=sort_key, reverse=direction == "desc")
+        page = [item for _, item in items[offset : offset + limit]]
+        cursor = f"o{offset + limit}" if offset + limit < len(items) else None
+        if self._finish_fault(fault):
+            return
+        self._send(200, {"data": page, "cursor": cursor})

@@ -2,8 +2,11 @@
 
 Siro validates ``POST /v1/core/recordings/upload`` with a Zod schema and answers 422 with its issues.
 These functions return the same issue objects (``code``, ``path``, ``message``) for the same bodies,
-so a test sees the error a real Siro would send. The body uses the seed document's names or the newer
-docs' names, never a mix.
+so a test sees the error a real Siro would send. A server speaks one wire format, as a Siro deployment
+does: ``current`` (Siro's published reference today: ``fileUrl``, ``contactPhone``, ``contactName``,
+``discoverable``, ``result``; ``additionalProperties: false``) or ``original`` (the seed document's
+``downloadUrl``, ``customerPhone``, ``customerName``). A key of the other format is refused like any
+unknown key.
 """
 
 from __future__ import annotations
@@ -49,6 +52,12 @@ NEWER_KEYS = [
 ]
 SEED_ONLY = {"downloadUrl", "customerPhone", "customerName"}
 NEWER_ONLY = {"fileUrl", "contactPhone", "contactName", "discoverable", "result"}
+APIS = ("current", "original")
+KEYS = {"current": NEWER_KEYS, "original": SEED_KEYS}
+URL_KEY = {"current": "fileUrl", "original": "downloadUrl"}
+ID_KEY = {"current": "recordingId", "original": "id"}
+"""Where each format's 201 answer puts the recording ID."""
+RESULTS = ("closed", "not closed", "in progress")
 ZOD_DATETIME = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
 
 
@@ -61,13 +70,10 @@ def zod_issue(code: str, path: list[Any], message: str) -> dict[str, Any]:
 
 
 def validate_shape(body: Any, allowed: Sequence[str], required: dict[str, str]) -> list[dict[str, Any]]:
+    """Zod's ``.strict()`` object checks: required keys first, then one issue naming every unknown key."""
     if not isinstance(body, dict):
         return [zod_issue("invalid_type", [], "Expected object")]
     issues = []
-    extra = [key for key in body if key not in allowed]
-    if extra:
-        keys = ", ".join(f"'{k}'" for k in extra)
-        issues.append(zod_issue("unrecognized_keys", [], f"Unrecognized key(s) in object: {keys}"))
     for key, kind in required.items():
         if key not in body:
             issues.append(zod_issue("invalid_type", [key], "Required"))
@@ -75,19 +81,21 @@ def validate_shape(body: Any, allowed: Sequence[str], required: dict[str, str]) 
             issues.append(
                 zod_issue("invalid_type", [key], f"Expected string, received {type(body[key]).__name__}")
             )
+    extra = [key for key in body if key not in allowed]
+    if extra:
+        keys = ", ".join(f"'{k}'" for k in extra)
+        issue = zod_issue("unrecognized_keys", [], f"Unrecognized key(s) in object: {keys}")
+        issue["keys"] = extra
+        issues.append(issue)
     return issues
 
 
-def validate_recording(body: dict[str, Any]) -> tuple[list[dict[str, Any]], bool]:
-    """ZodError issues for a create body, and whether it uses the newer docs' names."""
+def validate_recording(body: Any, api: str = "current") -> list[dict[str, Any]]:
+    """ZodError issues for a create body sent to a server that speaks wire format ``api``."""
     if not isinstance(body, dict):
-        return [zod_issue("invalid_type", [], "Expected object")], False
-    newer = bool(NEWER_ONLY & set(body))
-    if newer and SEED_ONLY & set(body):
-        mixed = sorted(SEED_ONLY & set(body))
-        return [zod_issue("unrecognized_keys", [], f"Unrecognized key(s) in object: {mixed}")], True
-    url_key = "fileUrl" if newer else "downloadUrl"
-    issues = validate_shape(body, NEWER_KEYS if newer else SEED_KEYS, {url_key: "string", "fileType": "enum"})
+        return [zod_issue("invalid_type", [], "Expected object")]
+    url_key = URL_KEY[api]
+    issues = validate_shape(body, KEYS[api], {url_key: "string", "fileType": "enum"})
     if "fileType" in body and body["fileType"] not in FILE_TYPES:
         issues.append(
             zod_issue(
@@ -99,7 +107,7 @@ def validate_recording(body: dict[str, Any]) -> tuple[list[dict[str, Any]], bool
     for key, value in body.items():
         if key in (url_key, "fileType", "crmObjects", "discoverable", "result"):
             continue
-        if key in NEWER_KEYS + SEED_KEYS and not isinstance(value, str):
+        if key in KEYS[api] and not isinstance(value, str):
             issues.append(
                 zod_issue("invalid_type", [key], f"Expected string, received {type(value).__name__}")
             )
@@ -131,8 +139,14 @@ def validate_recording(body: dict[str, Any]) -> tuple[list[dict[str, Any]], bool
                             "String must contain at least 1 character(s)",
                         )
                     )
-    if "discoverable" in body and not isinstance(body["discoverable"], bool):
+    if api == "current" and "discoverable" in body and not isinstance(body["discoverable"], bool):
         issues.append(zod_issue("invalid_type", ["discoverable"], "Expected boolean"))
-    if "result" in body and body["result"] not in ("closed", "not closed", "in progress"):
-        issues.append(zod_issue("invalid_enum_value", ["result"], "Invalid enum value"))
-    return issues, newer
+    if api == "current" and "result" in body and body["result"] not in RESULTS:
+        issues.append(
+            zod_issue(
+                "invalid_enum_value",
+                ["result"],
+                f"Invalid enum value. Expected {' | '.join(repr(r) for r in RESULTS)}, received {body['result']!r}",
+            )
+        )
+    return issues

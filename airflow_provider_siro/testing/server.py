@@ -14,17 +14,25 @@ Use it to test your own DAGs without a Siro account or a network:
         (recording,) = siro_server.recordings.values()
         assert recording.body["userEmail"] == "rep@example.com"
 
-or from a shell, ``python -m airflow_provider_siro.testing.server --port 8765``, which prints the
-``AIRFLOW_CONN_SIRO_DEFAULT`` line to export.
+or from a shell, ``siro-offline serve [--api original]`` (``python -m airflow_provider_siro.testing serve``
+runs the same),
+which writes the ``AIRFLOW_CONN_SIRO_DEFAULT`` connection to a private file and prints the command that
+exports it.
 
 What it emulates (see ``SIRO_API.md`` of the provider for the real API):
 
 * the org API under ``/api-externalApi``: minting access tokens from an OAuth app (Bearer org token),
   reading a token, listing integration connections;
-* the user-scoped API (``x-siro-auth-token``): signed upload URLs, creating a recording (the seed's
-  body or the newer docs' names, never a mix; unknown keys rejected; ZodError-shaped 422s; the
-  identity and integration/CRM rules as 400s), reading a recording, which turns from ``in-progress``
-  to ``complete`` after ``processing_polls`` reads;
+* the org API's ``GET /v1/core/auth/caller-identity`` (which organization a Bearer token belongs to);
+* the user-scoped API (``x-siro-auth-token``): signed upload URLs, creating a recording in the wire
+  format the server speaks (``api="current"``, the default: ``fileUrl``, ``contactPhone``,
+  ``contactName``, ``discoverable``, ``result``, answered with ``data.recordingId``; or
+  ``api="original"``: the seed document's ``downloadUrl``, ``customerPhone``, ``customerName``,
+  answered with ``data.id``; unknown keys, the other format's included, rejected; ZodError-shaped
+  422s; the identity and integration/CRM rules as 400s), listing the user's recordings
+  (``GET /v1/core/recordings`` with ``dateCreated:gt``/``dateCreated:lt``, ``limit`` up to 100,
+  ``cursor``, ``orderBy``/``orderDirection``), and reading a recording, which turns from
+  ``in-progress`` to ``complete`` after ``processing_polls`` reads;
 * Google Cloud Storage signed URLs: the PUT is checked like GCS checks it (signature, expiry, the
   signed headers with exactly their signed values, a ``Content-Length``, the size limit), and a Siro
   credential sent to the storage URL is refused and counted in ``credential_leaks``;
@@ -42,21 +50,19 @@ It binds 127.0.0.1 only, uses only the standard library, and never prints a toke
 
 from __future__ import annotations
 
-import argparse
 import contextlib
-import json
 import random
 import secrets
 import socket
 import threading
-import time
 from collections import Counter, deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from http.server import ThreadingHTTPServer
 
 from airflow_provider_siro.testing.credentials import SECRETS_LEDGER_ENV, CredentialsMixin
 from airflow_provider_siro.testing.faults import FAULT_KINDS, Fault, FaultsMixin
 from airflow_provider_siro.testing.handler import _Handler, _Server
+from airflow_provider_siro.testing.rules import APIS, ID_KEY
 from airflow_provider_siro.testing.state import Headers, RecordedRequest, Recording, StoredObject, _Token
 
 __all__ = [
@@ -69,7 +75,6 @@ __all__ = [
     "Recording",
     "StoredObject",
     "iter_recordings",
-    "main",
 ]
 
 
@@ -79,7 +84,11 @@ class OfflineSiro(FaultsMixin, CredentialsMixin):
     :param port: TCP port on 127.0.0.1, 0 for any free one.
     :param token_lifetime: seconds an access token lives (Siro: 16 hours).
     :param processing_polls: reads of a recording before it turns ``complete``.
-    :param response_id_key: ``id`` (the seed document) or ``recordingId`` (the newer docs).
+    :param api: the wire format of the create call this server speaks, as one Siro deployment does:
+        ``current`` (Siro's published reference today) or ``original`` (the seed document). A body in
+        the other format is refused with a 422 naming its unknown keys.
+    :param response_id_key: where the 201 answer puts the recording ID; by default where ``api`` puts it
+        (``recordingId`` for ``current``, ``id`` for ``original``).
     :param seed: seeds ids and random faults, for repeatable runs.
     :param signed_url_lifetime: seconds a signed URL lives.
     :param slow_delay: seconds a ``slow`` random fault waits before answering.
@@ -95,7 +104,8 @@ class OfflineSiro(FaultsMixin, CredentialsMixin):
         *,
         token_lifetime: float = 57600.0,
         processing_polls: int = 2,
-        response_id_key: str = "id",
+        api: str = "current",
+        response_id_key: str | None = None,
         seed: int | None = None,
         signed_url_lifetime: float = 900.0,
         slow_delay: float = 2.0,
@@ -105,7 +115,10 @@ class OfflineSiro(FaultsMixin, CredentialsMixin):
         self.port = port
         self.token_lifetime = token_lifetime
         self.processing_polls = processing_polls
-        self.response_id_key = response_id_key
+        if api not in APIS:
+            raise ValueError(f"api must be one of {', '.join(APIS)}, got {api!r}")
+        self.api = api
+        self.response_id_key = response_id_key or ID_KEY[api]
         self.signed_url_lifetime = signed_url_lifetime
         self.slow_delay = slow_delay
         self.rate_limit = rate_limit
@@ -118,6 +131,7 @@ class OfflineSiro(FaultsMixin, CredentialsMixin):
         self.client_secret = secrets.token_urlsafe(24)
         self.user_id = f"user_{secrets.token_hex(6)}"
         self.integration_connection_id = f"conn_{secrets.token_hex(6)}"
+        self.organization_id = f"org_{secrets.token_hex(6)}"
         self._signing_key = secrets.token_bytes(32)
         self._issued: dict[str, str] = {}
         with OfflineSiro._ledger_lock:
@@ -238,42 +252,3 @@ class OfflineSiro(FaultsMixin, CredentialsMixin):
 def iter_recordings(server: OfflineSiro) -> Iterator[Recording]:
     """The server's recordings in creation order."""
     return iter(sorted(server.recordings.values(), key=lambda r: r.created_at))
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    """Run the offline server in the foreground until Ctrl-C."""
-    parser = argparse.ArgumentParser(description="Run an offline Siro server on 127.0.0.1.")
-    parser.add_argument("--port", type=int, default=8765, help="TCP port (default 8765; 0 for any free port)")
-    parser.add_argument("--token", help="an access token to accept (default: a new random one)")
-    parser.add_argument(
-        "--rate-limit",
-        type=int,
-        default=1000,
-        help="requests per token per minute before 429, as Siro (default 1000; 0 turns it off)",
-    )
-    args = parser.parse_args(argv)
-    server = OfflineSiro(port=args.port, rate_limit=args.rate_limit or None).start()
-    token = args.token or server.issue_access_token()
-    if args.token:
-        server._remember(args.token, "access_token")
-        with server._lock:
-            server._tokens[args.token] = _Token(
-                "tok_cli", server.user_id, "write", time.time() + server.token_lifetime
-            )
-    print(f"Offline Siro listening on {server.url} (Ctrl-C stops it)")
-    print("Point Airflow at it with a pasted access token:")
-    print(f"  export AIRFLOW_CONN_SIRO_DEFAULT='{json.dumps(server.connection(token=token))}'")
-    print("or with the OAuth app it knows:")
-    print(f"  export AIRFLOW_CONN_SIRO_DEFAULT='{json.dumps(server.connection(oauth=True))}'", flush=True)
-    try:
-        while True:
-            time.sleep(3600)
-    except KeyboardInterrupt:
-        pass
-    finally:
-        server.stop()
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

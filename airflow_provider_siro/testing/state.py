@@ -20,7 +20,7 @@ class Headers(dict[str, str]):
                 return value
         raise KeyError(key)
 
-    def get(self, key: str, default: Any = None) -> Any:  # type: ignore[override]
+    def get(self, key: str, default: Any = None) -> Any:
         try:
             return self[key]
         except KeyError:
@@ -58,6 +58,8 @@ class Recording:
     created_at: datetime
     status: str = "in-progress"
     polls: int = 0
+    date_created: str = ""
+    """``dateCreated`` as the list endpoint shows it: the body's, else the time of the create."""
 
 
 @dataclass
@@ -70,21 +72,6 @@ class StoredObject:
     max_size: int = 0
     data: bytes | None = field(default=None, repr=False)
     signatures: list[str] = field(default_factory=list, repr=False)
-
-
-@dataclass
-class Fault:
-    """An injected failure; see :meth:`OfflineSiro.add_fault`."""
-
-    endpoint: str
-    status: int | None = None
-    retry_after: int | None = None
-    drop: str | None = None
-    delay: float = 0.0
-    times: int | None = 1
-    body: Any = None
-    acted: bool = False
-    kind: str = ""
 
 
 @dataclass

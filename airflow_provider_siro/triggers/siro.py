@@ -100,7 +100,7 @@ class SiroRecordingTrigger(BaseTrigger):
         show_entity_extractions: bool = False,
         show_crm_opportunities: bool = False,
     ) -> None:
-        super().__init__()
+        super().__init__()  # type: ignore[no-untyped-call]  # BaseTrigger.__init__ has no annotations
         self.recording_id = recording_id
         self.siro_conn_id = siro_conn_id
         self.end_time = float(end_time)
@@ -176,3 +176,112 @@ class SiroRecordingTrigger(BaseTrigger):
 
     def _event(self, status: str, message: str, **extra: Any) -> dict[str, Any]:
         return {"status": status, "recording_id": self.recording_id, "message": message, **extra}
+
+
+class SiroRecordingsTrigger(SiroRecordingTrigger):
+    """
+    Fire once every one of many Siro recordings is processed, or one has failed or is gone, or time
+    is up: one trigger (one poll loop, one client) for a whole batch.
+
+    Each round reads every recording not processed yet. Events are those of
+    :class:`SiroRecordingTrigger`, except that ``success`` carries ``recordings``
+    (``{recording ID: data object}``, in the order given) instead of ``recording``, and ``failed`` /
+    ``error`` name the recording concerned in ``recording_id``.
+
+    :param recording_ids: the recordings to wait for.
+
+    The other parameters are :class:`SiroRecordingTrigger`'s.
+    """
+
+    def __init__(
+        self,
+        recording_ids: list[str],
+        siro_conn_id: str,
+        end_time: float,
+        poll_interval: float = 60.0,
+        show_summary: bool = False,
+        show_entity_extractions: bool = False,
+        show_crm_opportunities: bool = False,
+    ) -> None:
+        super().__init__(
+            ",".join(recording_ids),
+            siro_conn_id,
+            end_time,
+            poll_interval,
+            show_summary,
+            show_entity_extractions,
+            show_crm_opportunities,
+        )
+        self.recording_ids = list(recording_ids)
+
+    def serialize(self) -> tuple[str, dict[str, Any]]:
+        """Classpath and keyword arguments, stored in the metadata DB and read by the triggerer."""
+        _, kwargs = super().serialize()
+        del kwargs["recording_id"]
+        return "airflow_provider_siro.triggers.siro.SiroRecordingsTrigger", {
+            "recording_ids": self.recording_ids,
+            **kwargs,
+        }
+
+    async def _wait(self, hook: Any) -> dict[str, Any]:
+        """Read each pending recording per round until all are processed."""
+        recording_ids = self.recording_ids
+        done: dict[str, Any] = {}
+        polls = 0
+        while True:
+            polls += 1
+            pending = {}
+            for recording_id in recording_ids:
+                if recording_id in done:
+                    continue
+                try:
+                    recording = await hook.aget_recording(
+                        recording_id,
+                        show_summary=self.show_summary,
+                        show_entity_extractions=self.show_entity_extractions,
+                        show_crm_opportunities=self.show_crm_opportunities,
+                    )
+                    finished = is_processed(recording_id, recording)
+                except SiroRecordingFailedError as exc:
+                    return {"status": "failed", "recording_id": recording_id, "message": exc.problem}
+                except SiroApiError as exc:
+                    gone = gone_error(recording_id, exc)
+                    if gone is not None:
+                        return {"status": "failed", "recording_id": recording_id, "message": gone.problem}
+                    return {
+                        "status": "error",
+                        "recording_id": recording_id,
+                        "message": f"could not read the recording: {exc}",
+                    }
+                except Exception as exc:
+                    return {
+                        "status": "error",
+                        "recording_id": recording_id,
+                        "message": f"could not read the recording: {type(exc).__name__}: {exc}",
+                    }
+                if finished:
+                    done[recording_id] = recording
+                else:
+                    pending[recording_id] = recording
+            if not pending:
+                return self._event(
+                    "success",
+                    f"Siro has processed all {len(recording_ids)} recordings",
+                    recordings={recording_id: done[recording_id] for recording_id in recording_ids},
+                )
+            remaining = self.end_time - time.time()
+            if remaining <= 0:
+                waiting = ", ".join(f"{rid} {describe(rec)}" for rid, rec in pending.items())
+                return self._event(
+                    "timeout",
+                    f"Siro had not processed {len(pending)} of {len(recording_ids)} recordings by the "
+                    f"deadline after {polls} round(s): {waiting}",
+                )
+            wait = min(self.poll_interval, remaining)
+            self.log.info(
+                "%d of %d Siro recordings processed; next check in %.1f s",
+                len(done),
+                len(recording_ids),
+                wait,
+            )
+            await asyncio.sleep(wait)

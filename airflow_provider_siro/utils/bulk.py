@@ -10,11 +10,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
-from airflow_provider_siro.compat import AirflowFailException
 from airflow_provider_siro.exceptions import (
     SiroBulkUploadError,
     SiroBulkUploadFailedError,
     SiroValidationError,
+    is_final,
 )
 from airflow_provider_siro.payload import (
     RecordingFields,
@@ -127,6 +127,6 @@ def raise_for_failures(failures: Mapping[str, BaseException], total: int, with_l
             total,
             "not retried: without a ledger_path a retry would upload the other sources again",
         )
-    if all(isinstance(exc, AirflowFailException) for exc in failures.values()):
+    if all(is_final(exc) for exc in failures.values()):
         raise SiroBulkUploadFailedError(reasons, total, "not retried: a retry would meet the same errors")
     raise SiroBulkUploadError(reasons, total, "a retry uploads only the sources the ledger does not have")

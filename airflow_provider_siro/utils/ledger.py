@@ -157,7 +157,8 @@ class _ObjectStore:
 
     def read(self, rel: str) -> bytes | None:
         try:
-            return self.fs.cat_file(self._path(rel))
+            data: bytes = self.fs.cat_file(self._path(rel))
+            return data
         except FileNotFoundError:
             return None
 
@@ -525,7 +526,8 @@ class UploadLedger:
         try would wait ``claim_timeout`` for itself.
         """
         try:
-            return json.loads(self.store.read(claim.name) or b"").get("nonce") == nonce
+            found: bool = json.loads(self.store.read(claim.name) or b"").get("nonce") == nonce
+            return found
         except (ValueError, AttributeError):
             return False
 
@@ -819,14 +821,15 @@ def ledger_for(
     conn_id: str | None,
     context: Any = None,
     *,
-    destination: str,
+    destination: str = "",
     claim_timeout: float = 3600.0,
 ) -> UploadLedger | None:
     """The ledger an operator's rendered ``ledger_path`` names, or None for None.
 
     :param conn_id: the connection object storage uses for ``ledger_path``.
     :param context: the task's context: its claims name the try (dag, task, run, map index, try).
-    :param destination: ``SiroHook.destination()`` of the hook that uploads: part of every entry's key.
+    :param destination: ``SiroHook.destination()`` of the hook that uploads: part of every entry's key
+        (required whenever ``ledger_path`` is set).
     :param claim_timeout: the operator's ``claim_timeout`` (see :class:`UploadLedger`).
     """
     if ledger_path is None:
@@ -834,6 +837,10 @@ def ledger_for(
     from airflow_provider_siro.payload import check_text
 
     path = check_text("ledger_path", ledger_path, if_empty="give a folder or URL, or None for no ledger")
+    if not destination:
+        raise ValueError(
+            "ledger_for: a ledger needs the destination (SiroHook.destination()) to key entries on"
+        )
     if not isinstance(claim_timeout, int | float) or isinstance(claim_timeout, bool) or claim_timeout <= 0:
         from airflow_provider_siro.exceptions import SiroValidationError
 

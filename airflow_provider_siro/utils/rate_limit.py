@@ -13,7 +13,8 @@ most ``rate * w / 60 + burst`` requests start.
 
 Processes on other machines (Celery or Kubernetes workers) keep their own state: there, point the
 connection's ``rate_limit_backend`` at a Redis server (:mod:`~airflow_provider_siro.utils.rate_limit_redis`),
-or divide the rate by the number of machines. :func:`limiter_for` picks the backend.
+or divide the rate by the number of machines. :func:`~airflow_provider_siro.hooks.pacing.limiter_for`
+picks the backend.
 """
 
 from __future__ import annotations
@@ -97,13 +98,6 @@ class RequestRateLimiter:
                 os.close(self._fd)
             self._fd = None
 
-    def acquire(self) -> float:
-        """Reserve a slot and sleep until it comes; return the seconds slept."""
-        wait = self.reserve()
-        if wait:
-            time.sleep(wait)
-        return wait
-
 
 class RateLimiter(Protocol):
     """What the hook needs of a limiter: this module's lock file, or a Redis server's key."""
@@ -114,53 +108,4 @@ class RateLimiter(Protocol):
 
     def reserve_slot(self) -> float: ...
 
-    def acquire(self) -> float: ...
-
     def close(self) -> None: ...
-
-
-_LIMITERS: dict[tuple[str, ...], RateLimiter] = {}
-_LIMITERS_LOCK = threading.Lock()
-
-
-def limiter_for(
-    key: str,
-    per_minute: float,
-    backend: str = "local",
-    *,
-    redis_conn_id: str | None = None,
-    on_error: str = "fail",
-) -> RateLimiter | None:
-    """The limiter of one budget, made once per process and shared by every hook in it.
-
-    :param key: what shares the budget (API URL and credential); only ever hashed.
-    :param per_minute: the pace; 0 means none (returns None).
-    :param backend: ``local`` (this machine's lock file) or a Redis URL (every machine reaching it).
-    :param redis_conn_id: an Airflow connection holding the Redis server's password (and ACL user name,
-        as its login); its password is registered with the secrets masker before it is used.
-    :param on_error: what a Redis limiter does when the server cannot be reached: ``fail`` or ``local``.
-    """
-    if not per_minute:
-        return None
-    cache_key = (key, repr(float(per_minute)), backend, redis_conn_id or "", on_error)
-    with _LIMITERS_LOCK:
-        limiter = _LIMITERS.get(cache_key)
-        if limiter is None:
-            if backend == "local":
-                limiter = RequestRateLimiter(key, per_minute)
-            else:
-                from airflow_provider_siro.utils.rate_limit_redis import RedisRateLimiter
-
-                username = password = None
-                if redis_conn_id:
-                    from airflow_provider_siro.compat import BaseHook, mask_secret
-
-                    conn = BaseHook.get_connection(redis_conn_id)
-                    username, password = conn.login or None, conn.password or None
-                    if password:
-                        mask_secret(password)
-                limiter = RedisRateLimiter(
-                    backend, key, per_minute, username=username, password=password, on_error=on_error
-                )
-            _LIMITERS[cache_key] = limiter
-        return limiter

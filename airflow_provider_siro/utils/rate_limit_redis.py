@@ -21,7 +21,7 @@ import hashlib
 import logging
 import threading
 import time
-from typing import Any
+from typing import Any, cast
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_siro.exceptions import SiroApiError
@@ -161,9 +161,9 @@ class RedisRateLimiter:
 
     def _eval(self) -> bytes:
         try:
-            return self._client.evalsha(GCRA_SHA, 1, self.redis_key, *self._args)
+            return cast(bytes, self._client.evalsha(GCRA_SHA, 1, self.redis_key, *self._args))
         except self._no_script:  # a new, restarted or flushed server: load the script with the call
-            return self._client.eval(GCRA_SCRIPT, 1, self.redis_key, *self._args)
+            return cast(bytes, self._client.eval(GCRA_SCRIPT, 1, self.redis_key, *self._args))
 
     def reserve_slot(self) -> float:
         """Take the next free slot; return when it starts, on this machine's ``time.monotonic()`` clock."""
@@ -212,13 +212,6 @@ class RedisRateLimiter:
     def reserve(self) -> float:
         """Take the next free slot; return the seconds to wait before sending (0 when one is free now)."""
         return max(0.0, self.reserve_slot() - time.monotonic())
-
-    def acquire(self) -> float:
-        """Reserve a slot and sleep until it comes; return the seconds slept."""
-        wait = self.reserve()
-        if wait:
-            time.sleep(wait)
-        return wait
 
     def close(self) -> None:
         """Close pooled connections (new ones are opened on the next reservation)."""

@@ -172,7 +172,8 @@ def locate_source(source: str, conn_id: str | None = None, field: str = "source_
             raise SiroValidationError(field, f"{source!r} is not a file")
 
         def open_remote() -> IO[bytes]:
-            return path.open("rb")
+            stream: IO[bytes] = path.open("rb")
+            return stream
 
         size, label, opener = remote.st_size, source, open_remote
         location = identity = f"{path.protocol}://{path.path}"

@@ -33,6 +33,7 @@ from airflow_provider_siro.utils.sources import Source
 if TYPE_CHECKING:
     from collections.abc import Callable
 
+    from airflow_provider_siro.compat import Logger
     from airflow_provider_siro.hooks.siro import SiroHook
 
 
@@ -151,7 +152,7 @@ class _SourceUpload:
         source: Source,
         fields: RecordingFields,
         ledger: UploadLedger | None,
-        log: logging.Logger,
+        log: Logger,
         reconcile: Reconcile | None,
     ) -> None:
         self.hook, self.source, self.fields, self.ledger = hook, source, fields, ledger
@@ -342,7 +343,7 @@ def upload_source(
     source: Source,
     fields: RecordingFields,
     ledger: UploadLedger | None,
-    log: logging.Logger,
+    log: Logger,
     *,
     announce: bool = True,
     reconcile: Reconcile | bool = True,
@@ -375,7 +376,7 @@ class _Progress:
     """
 
     def __init__(
-        self, total_files: int, total_bytes: int, recorded: int, interval: float, log: logging.Logger
+        self, total_files: int, total_bytes: int, recorded: int, interval: float, log: Logger
     ) -> None:
         self.total_files, self.total_bytes, self.recorded = total_files, total_bytes, recorded
         self.interval, self.log = interval, log
@@ -434,7 +435,7 @@ def upload_many(
     work: Sequence[tuple[Source, RecordingFields]],
     ledger: UploadLedger | None,
     width: int,
-    log: logging.Logger,
+    log: Logger,
     progress_interval: float,
     *,
     reconcile: Reconcile | bool = True,

@@ -152,11 +152,11 @@ class Api:
         for _ in range(count):
             response = self.session.post(
                 f"{self.base}/v1/core/recordings/upload",
-                json={"downloadUrl": download_url, "fileType": "mp3", "userEmail": "rep@example.com"},
+                json={"fileUrl": download_url, "fileType": "mp3", "userEmail": "rep@example.com"},
                 timeout=30,
             )
             response.raise_for_status()
-            ids.append(response.json()["data"]["id"])
+            ids.append(response.json()["data"]["recordingId"])
         for rid in ids:
             for _ in range(reads):
                 self.session.get(f"{self.base}/v1/core/recordings/{rid}", timeout=30).raise_for_status()
