@@ -78,7 +78,7 @@ def test_three_hundred_files_in_one_bulk_task_under_faults_end_up_uploaded_exact
     assert not duplicated(found), f"sources uploaded more than once: {duplicated(found)}"
     missing = [path for path in files if os.path.basename(path) not in found]
     ledger = UploadLedger(ledger_path)
-    ambiguous = [p for p in files if any(e["status"] == "ambiguous" for _, e in ledger._entries_of(p))]
+    ambiguous = [p for p in files if any(r.needs_decision for r in ledger.find(p))]
     if ti.state == "failed":
         # Failed loudly at the end, naming each source that has no recording ID in the ledger.
         for path in ambiguous:
