@@ -187,9 +187,17 @@ def run_mapped_upload(cluster: Cluster, server: OfflineSiro, backend: str, tmp_p
     uploads = [ti for ti in instances if ti["task_id"] == "upload"]
     created = [server.recordings[rid] for rid in set(server.recordings) - recordings_before]
     paced_requests = [r for r in server.requests if r.endpoint in ("signed_urls", "create_recording")]
-    size_of_url = {recording.body["downloadUrl"]: recording.size for recording in created}
+    size_of_url = {
+        recording.body.get("fileUrl") or recording.body["downloadUrl"]: recording.size
+        for recording in created
+    }
     paced_sizes = [
-        (r.json["fileSize"] if r.endpoint == "signed_urls" else size_of_url[r.json["downloadUrl"]], r.time)
+        (
+            r.json["fileSize"]
+            if r.endpoint == "signed_urls"
+            else size_of_url[r.json.get("fileUrl") or r.json["downloadUrl"]],
+            r.time,
+        )
         for r in paced_requests
         if r.status in (200, 201)
     ]

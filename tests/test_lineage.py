@@ -42,6 +42,18 @@ from airflow_compat import DagBag, dag_test_kwargs
 dag = DagBag(sys.argv[1]).get_dag(sys.argv[2])
 run = dag.test(run_conf=json.loads(sys.argv[3]), **dag_test_kwargs({}))
 print("RUN-STATE", run.state)
+# This run's asset (dataset) events, read by the process that ran it, from the DB it wrote them to.
+from airflow.utils.session import create_session
+from sqlalchemy import select
+try:
+    from airflow.models.asset import AssetEvent as Event
+    uri_of = lambda row: row.asset.uri
+except ImportError:
+    from airflow.models.dataset import DatasetEvent as Event
+    uri_of = lambda row: row.dataset.uri
+with create_session() as session:
+    rows = session.scalars(select(Event).where(Event.source_run_id == run.run_id)).all()
+    print("ASSET-EVENTS", json.dumps({uri_of(row): dict(row.extra) for row in rows}))
 """
 
 
@@ -181,7 +193,8 @@ def test_complete_events_name_the_sources_and_the_recordings(
     assert facets == [("mp3", 3000), ("wav", 4000)]
 
     # The same run's asset events: each task's Siro asset, its recording IDs and sources in extra.
-    extras = _asset_event_extras()
+    (line,) = [line for line in done.stdout.splitlines() if line.startswith("ASSET-EVENTS ")]
+    extras = json.loads(line.removeprefix("ASSET-EVENTS "))
     assert extras["siro://127.0.0.1/lineage-single"] == {
         "recording_ids": by_title["single call"],
         "sources": {by_title["single call"][0]: "s3://calls/lineage/call-s3.wav"},
@@ -191,17 +204,3 @@ def test_complete_events_name_the_sources_and_the_recordings(
     assert sorted(bulk_extra["sources"].values()) == sorted(
         [local.as_uri(), "s3://calls/lineage/call-s3.wav"]
     )
-
-
-def _asset_event_extras() -> dict[str, dict]:
-    """The newest asset (dataset) event's ``extra`` per URI, from the metadata DB."""
-    from airflow.utils.session import create_session
-    from sqlalchemy import select
-
-    if AIRFLOW_3:
-        from airflow.models.asset import AssetEvent as Event
-    else:
-        from airflow.models.dataset import DatasetEvent as Event
-    with create_session() as session:
-        rows = session.scalars(select(Event).order_by(Event.timestamp)).all()
-        return {(row.asset if AIRFLOW_3 else row.dataset).uri: dict(row.extra) for row in rows}

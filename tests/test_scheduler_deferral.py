@@ -329,7 +329,8 @@ def test_upload_and_wait_defers_to_a_separate_triggerer_and_resumes_in_a_new_wor
                 "GET", f"{run_path}/taskInstances/{waiting_task}/logs/1", params={"full_content": True}
             )
         )
-        url = f"https://app.siro.ai/recordings/{recording_id}"
+        # The connection points at the offline server and sets no app_url: the link is its own page.
+        url = f"{siro_server.url}/_offline/recordings/{recording_id}"
         assert f"Siro recording {recording_id}: {url}" in log
         assert "Pausing task as DEFERRED" in log
         assert f"Siro recording {recording_id} is in-progress" in log

@@ -207,21 +207,16 @@ class SiroUploadBaseOperator(SiroLineageMixin, BaseOperator):
         raise NotImplementedError
 
     def _ledger(self, context: Context, conn_id: str | None) -> UploadLedger | None:
-        import inspect
-
         from airflow_provider_siro.utils.ledger import ledger_for
 
-        # ``destination`` and ``claim_timeout`` are keywords of the ledger's newer ledger_for; pass
-        # them where it takes them, so this works before and after that change lands.
-        accepted = inspect.signature(ledger_for).parameters
-        options: dict[str, Any] = {}
-        if "destination" in accepted and self.ledger_path is not None:
-            options["destination"] = self.hook.destination()  # type: ignore[attr-defined]
-        if "claim_timeout" in accepted:
-            options["claim_timeout"] = self.claim_timeout
-        ledger = ledger_for(self.ledger_path, self.ledger_conn_id or conn_id, context, **options)
-        if ledger is not None and "claim_timeout" not in accepted:
-            ledger.claim_timeout = self.claim_timeout
+        destination = self.hook.destination() if self.ledger_path is not None else ""
+        ledger = ledger_for(
+            self.ledger_path,
+            self.ledger_conn_id or conn_id,
+            context,
+            destination=destination,
+            claim_timeout=self.claim_timeout,
+        )
         return ledger
 
     def _upload_settings(self) -> SiroConnectionSettings:

@@ -803,7 +803,7 @@ def _entry_of(data: Mapping[str, Any], where: str) -> Entry:
 
 def holder_of(context: Any) -> Holder | None:
     """The running try, from a task's context (None outside a task)."""
-    ti = context.get("ti") if context else None
+    ti: Any = context.get("ti") if context else None
     if not hasattr(ti, "run_id"):
         return None
     map_index = getattr(ti, "map_index", -1)

@@ -22,7 +22,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import IO, TYPE_CHECKING, Any, Protocol, cast
 
 from airflow_provider_siro.compat import AirflowException
 from airflow_provider_siro.exceptions import SiroAmbiguousCreateError, SiroLedgerError
@@ -34,7 +34,17 @@ if TYPE_CHECKING:
     from collections.abc import Callable
 
     from airflow_provider_siro.compat import Logger
-    from airflow_provider_siro.hooks.siro import SiroHook
+
+
+class SiroHook(Protocol):
+    """What an upload needs of :class:`~airflow_provider_siro.hooks.siro.SiroHook` (a Protocol, so
+    ``utils`` never imports ``hooks``): the streamed upload and the create call."""
+
+    def upload_audio(
+        self, open_stream: Callable[[], IO[bytes]], size: int, file_type: str, label: str = ...
+    ) -> str: ...
+
+    def create_recording(self, download_url: str, fields: RecordingFields) -> str: ...
 
 
 class RecordingLister(Protocol):
@@ -507,16 +517,16 @@ def upload_many(
     chosen = default_reconcile(hook, ledger) if reconcile is True else reconcile or None
 
     def one(item: object) -> Uploaded:
-        source, fields = item  # type: ignore[misc]
+        one_source, one_fields = cast("tuple[Source, RecordingFields]", item)
         try:
-            uploaded = _SourceUpload(hook, source, fields, ledger, log, chosen).run(
+            uploaded = _SourceUpload(hook, one_source, one_fields, ledger, log, chosen).run(
                 announce=False, known_absent=ledger is not None
             )
         except Exception as exc:
-            log.error("Upload of %s failed: %s", source.label, exc)
-            progress.done(source.size, failed=True)
+            log.error("Upload of %s failed: %s", one_source.label, exc)
+            progress.done(one_source.size, failed=True)
             raise
-        progress.done(source.size, sent=not uploaded.reused, reused=uploaded.reused)
+        progress.done(one_source.size, sent=not uploaded.reused, reused=uploaded.reused)
         return uploaded
 
     outcomes = map_threads(one, to_send, width)
@@ -527,10 +537,10 @@ def upload_many(
         else:
             failures[source.given] = outcome  # type: ignore[assignment]
     for items in groups.values():
-        first = items[0][0].given
-        for source, _ in items[1:]:
-            if first in ids:
-                ids[source.given] = ids[first]
-            elif first in failures:
-                failures[source.given] = failures[first]
+        first_given = items[0][0].given
+        for twin, _ in items[1:]:
+            if first_given in ids:
+                ids[twin.given] = ids[first_given]
+            elif first_given in failures:
+                failures[twin.given] = failures[first_given]
     return ids, failures
