@@ -510,7 +510,10 @@ def upload_many(
     for index, entry in known.items():
         source = unique[index][0]
         log.info(
-            "%s is already Siro recording %s (ledger entry of %s)", source.label, entry.recording_id, entry.at
+            "%s is already Siro recording %s (ledger entry of %s); not uploading it again",
+            source.label,
+            entry.recording_id,
+            entry.at,
         )
         ids[source.given] = str(entry.recording_id)
     progress = _Progress(len(to_send), total_bytes, len(known), progress_interval, log)
