@@ -13,8 +13,8 @@ import json
 import os
 import random
 import subprocess
-import time
 import sys
+import time
 
 from reliability_report import record
 from test_faults import FAULT_RATE, SEED, faulty_siro  # noqa: F401 - the same faulty server fixture
