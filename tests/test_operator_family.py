@@ -8,6 +8,7 @@ import inspect
 from pathlib import Path
 
 import pytest
+from airflow_compat import AIRFLOW_3
 from upload_support import return_value, task_instances, write_audio
 
 from airflow_provider_siro.operators.base import SiroUploadBaseOperator
@@ -115,12 +116,15 @@ def test_the_bulk_operator_mapped_over_lists_and_over_folders(
     tis = task_instances(dag_run)
     for index, paths in enumerate(lists):
         assert set(return_value(dag_run, "by_list", index)) == set(paths)
-        # Each mapped instance is named by its sources, not by its index.
-        assert tis[("by_list", index)].rendered_map_index == f"{paths[0]} and 1 more"
+        # Each mapped instance is named by its sources, not by its index (Airflow 2.11's dag.test() does
+        # not render map_index_template; its scheduler does).
+        if AIRFLOW_3:
+            assert tis[("by_list", index)].rendered_map_index == f"{paths[0]} and 1 more"
     for index, folder in enumerate(folders):
         ids = return_value(dag_run, "by_folder", index)
         assert sorted(Path(p).name for p in ids) == ["call-1.mp3", "call-2.mp3"]
-        assert tis[("by_folder", index)].rendered_map_index == f"{folder.rstrip('/')}/*.mp3"
+        if AIRFLOW_3:
+            assert tis[("by_folder", index)].rendered_map_index == f"{folder.rstrip('/')}/*.mp3"
     assert len(siro_server.recordings) == 4 + 6
     titles = sorted(r.body["title"] for r in siro_server.recordings.values())
     assert titles == ["Mapped folder"] * 6 + ["Mapped list"] * 4
