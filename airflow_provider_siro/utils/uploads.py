@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -28,6 +28,7 @@ from airflow_provider_siro.compat import AirflowException
 from airflow_provider_siro.exceptions import SiroAmbiguousCreateError, SiroLedgerError
 from airflow_provider_siro.payload import RecordingFields
 from airflow_provider_siro.utils.ledger import Claim, Entry, UploadLedger
+from airflow_provider_siro.utils.reconcile import RecordingLister
 from airflow_provider_siro.utils.sources import Source
 
 if TYPE_CHECKING:
@@ -45,19 +46,6 @@ class SiroHook(Protocol):
     ) -> str: ...
 
     def create_recording(self, download_url: str, fields: RecordingFields) -> str: ...
-
-
-class RecordingLister(Protocol):
-    """What reconciling needs of a hook: Siro's list of the user's recordings."""
-
-    def list_recordings(
-        self,
-        *,
-        created_after: datetime | None = ...,
-        created_before: datetime | None = ...,
-        limit: int = ...,
-        order_direction: str = ...,
-    ) -> Iterator[dict[str, Any]]: ...
 
 
 @dataclass(frozen=True)
