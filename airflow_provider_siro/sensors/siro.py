@@ -162,12 +162,7 @@ class SiroRecordingSensor(BaseSensorOperator):
         self.defer(
             trigger=SiroRecordingTrigger(
                 recording_id=recording_id,
-                siro_conn_id=self.siro_conn_id,
-                end_time=time.time() + self.timeout,
-                poll_interval=self.poke_interval,
-                show_summary=self.show_summary,
-                show_entity_extractions=self.show_entity_extractions,
-                show_crm_opportunities=self.show_crm_opportunities,
+                **self._trigger_options(),
             ),
             method_name="execute_complete",
             timeout=self.execution_timeout,
@@ -184,16 +179,22 @@ class SiroRecordingSensor(BaseSensorOperator):
         self.defer(
             trigger=SiroRecordingsTrigger(
                 recording_ids=recording_ids,
-                siro_conn_id=self.siro_conn_id,
-                end_time=time.time() + self.timeout,
-                poll_interval=self.poke_interval,
-                show_summary=self.show_summary,
-                show_entity_extractions=self.show_entity_extractions,
-                show_crm_opportunities=self.show_crm_opportunities,
+                **self._trigger_options(),
             ),
             method_name="execute_complete",
             timeout=self.execution_timeout,
         )
+
+    def _trigger_options(self) -> dict[str, Any]:
+        """What every wait in the triggerer takes from this sensor, whichever trigger runs it."""
+        return {
+            "siro_conn_id": self.siro_conn_id,
+            "end_time": time.time() + self.timeout,
+            "poll_interval": self.poke_interval,
+            "show_summary": self.show_summary,
+            "show_entity_extractions": self.show_entity_extractions,
+            "show_crm_opportunities": self.show_crm_opportunities,
+        }
 
     def _poke_many(self, recording_ids: list[str]) -> PokeReturnValue:
         done: dict[str, Any] = {}
