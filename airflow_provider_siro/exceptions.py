@@ -162,24 +162,44 @@ class SiroRecordingWaitError(SiroError):
     """An upload task created its recording, then its wait for processing ended without an answer
     (the wait timed out, or Siro could not be asked).
 
-    It is not retried: a retry would upload the audio and create the recording a second time. The
-    recording ID is in the task's XCom (key ``siro_recording_id``); wait for it with
-    :class:`~airflow_provider_siro.sensors.siro.SiroRecordingSensor` instead.
+    Whether a retry is safe depends on where the recording ID is kept. Without Airflow 3.3's task
+    state store a retry would upload the audio and create the recording a second time, so the error is
+    final: the recording ID is in the task's XCom (key ``siro_recording_id``); wait for it with
+    :class:`~airflow_provider_siro.sensors.siro.SiroRecordingSensor` instead. With the store
+    (``resumable``), a retry of the task finds the recording there and resumes waiting on it, so the
+    error is retryable, and its message says so.
 
     :param recording_id: the recording that was created.
     :param problem: why the wait ended.
+    :param resumable: the recording ID is in the task state store, so a retry resumes the wait.
     """
 
-    def __init__(self, recording_id: str, problem: str) -> None:
+    def __init__(self, recording_id: str, problem: str, *, resumable: bool = False) -> None:
         self.recording_id = recording_id
         self.problem = problem
-        super().__init__(
-            f"Siro recording {recording_id} was created, but {problem}. The task is not retried, because "
-            "that would upload the audio again; wait for this recording with SiroRecordingSensor instead."
-        )
+        self.resumable = resumable
+        self.retryable = resumable
+        if resumable:
+            then = (
+                "Its ID is in the task state store, so a retry of this task resumes waiting on it "
+                "instead of uploading the audio again; once no retries are left, wait for this recording "
+                "with SiroRecordingSensor."
+            )
+        else:
+            then = (
+                "The task is not retried, because that would upload the audio again; wait for this "
+                "recording with SiroRecordingSensor instead."
+            )
+        super().__init__(f"Siro recording {recording_id} was created, but {problem}. {then}")
 
     def __reduce__(self) -> tuple[Any, ...]:
-        return (type(self), (self.recording_id, self.problem))
+        return (_rebuild_wait_error, (type(self), self.recording_id, self.problem, self.resumable))
+
+
+def _rebuild_wait_error(
+    cls: type[SiroRecordingWaitError], recording_id: str, problem: str, resumable: bool
+) -> SiroRecordingWaitError:
+    return cls(recording_id, problem, resumable=resumable)
 
 
 class SiroLedgerError(SiroError):

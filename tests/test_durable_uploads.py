@@ -58,6 +58,8 @@ def test_a_retry_after_a_failed_wait_resumes_waiting_on_the_same_recording(
         )
     except SiroRecordingWaitError as exc:
         assert exc.retryable
+        assert "a retry of this task resumes waiting on it instead of uploading the audio again" in str(exc)
+        assert "not retried" not in str(exc)
     else:
         raise AssertionError("the first try's wait should have ended without an answer")
     (first_id,) = siro_server.recordings
@@ -95,5 +97,7 @@ def test_without_a_state_store_a_failed_wait_fails_at_once_as_before(siro_server
     source = tmp_path / "call.mp3"
     write_audio(source, 3000)
 
-    with fails_now(SiroRecordingWaitError):
+    with fails_now(SiroRecordingWaitError) as failed:
         upload(source, wait_for_completion=True, timeout=0).execute(context={"ti": TaskInstance()})
+
+    assert "The task is not retried, because that would upload the audio again" in str(failed.value)

@@ -39,6 +39,7 @@ EXAMPLES: list[tuple[SiroError, bool]] = [
     ),
     (SiroRecordingFailedError("rec-1", "Siro reported processingStatus error"), False),
     (SiroRecordingWaitError("rec-1", "the wait timed out"), False),
+    (SiroRecordingWaitError("rec-1", "the wait timed out", resumable=True), True),
     (SiroLedgerError("/data/a.wav", "the entry is ambiguous"), False),
     (SiroBulkUploadError({"a.wav": "502"}, 3, "a retry uploads the rest"), True),
     (SiroBulkUploadFailedError({"a.wav": "400"}, 3, "not retried"), False),

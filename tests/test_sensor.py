@@ -396,6 +396,12 @@ def test_a_wait_that_runs_out_fails_without_uploading_again(
         assert "SiroRecordingWaitError" in output
         assert f"Siro recording {recording_id} was created, but" in output
         assert "wait for this recording with SiroRecordingSensor" in output
+        # The message says what the retries did on this Airflow: resumed the wait, or were not made.
+        if HAS_TASK_STATE_STORE:
+            assert "a retry of this task resumes waiting on it instead of uploading the audio" in output
+            assert "is not retried" not in output
+        else:
+            assert "The task is not retried, because that would upload the audio again" in output
         # The ID is still there for a sensor, or a person, to pick up.
         assert xcom(dag_run, "upload", key="siro_recording_id") == recording_id
 

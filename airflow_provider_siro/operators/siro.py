@@ -249,12 +249,12 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
             try:
                 self._wait(context, recording_id)
             except SiroRecordingWaitError as exc:
-                if self._state_store(context) is not None:
-                    # Airflow 3.3+: a retry finds the recording in the task state store and resumes
-                    # waiting on it instead of uploading again, so the wait is safe to retry.
-                    exc.retryable = True
-                    self.log.warning("%s; a retry resumes waiting on recording %s", exc.problem, recording_id)
-                raise
+                if self._state_store(context) is None:
+                    raise
+                # Airflow 3.3+: a retry finds the recording in the task state store and resumes
+                # waiting on it instead of uploading again, so the wait is safe to retry.
+                self.log.warning("%s; a retry resumes waiting on recording %s", exc.problem, recording_id)
+                raise SiroRecordingWaitError(recording_id, exc.problem, resumable=True) from None
         return recording_id
 
     # ------------------------------------------------------------------ waiting for processing
@@ -268,8 +268,9 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
     def _wait(self, context: Context, recording_id: str) -> None:
         """Poll until Siro has processed the recording, or defer that to the triggerer.
 
-        Everything that ends the wait early fails the task without a retry (see
-        :class:`~airflow_provider_siro.exceptions.SiroRecordingWaitError`).
+        Everything that ends the wait early raises
+        :class:`~airflow_provider_siro.exceptions.SiroRecordingWaitError`; ``execute`` makes it
+        retryable where the task state store keeps the recording ID for the retry (Airflow 3.3+).
         """
         from airflow_provider_siro.triggers.siro import (
             SiroRecordingTrigger,
@@ -337,9 +338,11 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
             return recording_id
         if status == "failed":
             raise SiroRecordingFailedError(recording_id, message)
-        error = SiroRecordingWaitError(recording_id, f"waiting for it ended: {message}")
-        error.retryable = self._state_store(context) is not None  # 3.3+: the retry resumes the wait
-        raise error
+        raise SiroRecordingWaitError(
+            recording_id,
+            f"waiting for it ended: {message}",
+            resumable=self._state_store(context) is not None,  # 3.3+: the retry resumes the wait
+        )
 
 
 # The bulk operator lives in operators/bulk.py and is importable from here as well. Imported last: it
