@@ -178,7 +178,10 @@ def test_a_try_killed_while_waiting_is_retried_and_the_retry_resumes_the_wait(
 
     # The retry reads the same recording again (resuming the wait) without uploading or creating.
     def retry_waiting() -> bool:
-        return "get_recording" in _endpoints(siro_server, requests_at_kill)
+        since_kill = _endpoints(siro_server, requests_at_kill)
+        uploaded = {"signed_urls", "create_recording"} & set(since_kill)
+        assert not uploaded, f"the retry uploaded again: {since_kill}"
+        return "get_recording" in since_kill
 
     _wait_for("the retry to resume waiting", retry_waiting, RUN_TIMEOUT, cluster)
     siro_server.set_recording_status(recording_id, "complete")  # Siro finishes processing

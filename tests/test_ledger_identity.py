@@ -12,6 +12,7 @@ import json
 import os
 import subprocess
 import sys
+import threading
 
 import pendulum
 import pytest
@@ -20,7 +21,7 @@ from upload_support import return_value, task_instances, write_audio
 
 from airflow_provider_siro.hooks.siro import SiroHook
 from airflow_provider_siro.utils import ledger as ledger_module
-from airflow_provider_siro.utils.ledger import UploadLedger
+from airflow_provider_siro.utils.ledger import Claim, Holder, UploadLedger
 from airflow_provider_siro.utils.sources import locate_source
 
 
@@ -225,6 +226,43 @@ def test_a_failed_entry_write_after_the_201_is_reconciled_at_once_by_the_next_tr
     assert "waiting for its result" not in output
     (entry,) = UploadLedger(str(ledger)).find(str(audio))
     assert (entry.status, entry.data["recording_id"]) == ("reconciled", created.id)
+
+
+def test_a_try_that_took_an_ambiguous_claim_and_ended_without_an_entry_leaves_the_source_ambiguous(tmp_path):
+    # Try 1 sent the create call and could not write its entry; try 2 took its claim as ambiguous and
+    # could not write an entry either (the store still failing). Try 3 must still see an ambiguous
+    # source (and how to look it up in Siro), never a free one: that would upload the call again.
+    audio = tmp_path / "call.mp3"
+    write_audio(audio, 1000)
+    source = locate_source(str(audio), None)
+    sent_at, body = "2026-03-05T10:00:00+00:00", {"title": "call.mp3", "userEmail": "rep@example.com"}
+
+    def ledger_of(number: int) -> UploadLedger:
+        holder = Holder("siro_test_ledger_single", "upload", "manual__1", -1, number)
+        return UploadLedger(str(tmp_path / "ledger"), holder=holder, claim_timeout=3600)
+
+    def try_(number: int) -> Claim:
+        stop = threading.Event()
+        ceiling = threading.Timer(60.0, stop.set)  # a try of the same instance must not wait at all
+        ceiling.start()
+        try:
+            claim = ledger_of(number).acquire(source, stop)
+        finally:
+            ceiling.cancel()
+        assert isinstance(claim, Claim)
+        return claim
+
+    first = try_(1)
+    assert first.prior is None
+    ledger_of(1).mark_sending(first, source, body, sent_at)
+    assert try_(2).prior is not None
+
+    third = try_(3)
+
+    assert third.prior is not None and third.prior.status == "ambiguous"
+    assert (third.prior.sent_at, dict(third.prior.body)) == (sent_at, body)
+    records = UploadLedger(str(tmp_path / "ledger")).find(str(audio))
+    assert records and {record.status for record in records} == {"ambiguous (claim)"}
 
 
 def test_a_corrupt_entry_fails_the_task_at_once_naming_it_and_sends_nothing(

@@ -31,7 +31,8 @@ now. It names its holder (dag, task, run, map index, try) and, just before the c
 records that it was sent and when. A concurrent try of another task instance waits for the entry, up to
 ``claim_timeout``; a later try of the same task instance knows the earlier try is over and takes the
 claim at once. A claim taken over (either way) whose holder had sent its create call is taken as
-ambiguous, never as free. A taker writes the next generation (``.claim-000001``), again exclusively, so
+ambiguous, never as free, and the taker's claim says so too: a taker that also ends without writing an
+entry leaves the source ambiguous for the next. A taker writes the next generation (``.claim-000001``), again exclusively, so
 two takers cannot both win.
 
 Exclusive create: local paths use ``O_CREAT | O_EXCL``; S3 (s3fs) sends ``PutObject`` with
@@ -492,7 +493,15 @@ class UploadLedger:
                 generation += 1
             claim = Claim(folder, key, generation, self.owner, prior)
             nonce = uuid.uuid4().hex
-            body = self._claim_body(source, nonce, "claimed")
+            # A claim that inherits an ambiguous state says so, with how to look the recording up: if
+            # this try too ends without writing an entry, the next taker still knows it is ambiguous.
+            body = (
+                self._claim_body(source, nonce, "claimed")
+                if prior is None
+                else self._claim_body(
+                    source, nonce, "creating", sent_at=prior.sent_at or prior.at, body=dict(prior.body)
+                )
+            )
             if self.store.create(claim.name, json.dumps(body).encode()) or self._is_ours(claim, nonce):
                 entry = self.lookup(source)  # the holder before us may have finished in between
                 if entry is not None and entry.final:
