@@ -4,7 +4,8 @@ it instead of uploading again, without a ledger. Below 3.3 (no store in the cont
 today's: a failed wait is not retried.
 
 These run the operator against the offline Siro server with a state store of the same interface as
-Airflow's (``get``/``set``); the crash of a real task process is not part of them yet."""
+Airflow's (``get``/``set``). A real task process killed after the 201, and killed while waiting, under
+a real scheduler, is tests/test_durable_kill.py."""
 
 from __future__ import annotations
 
