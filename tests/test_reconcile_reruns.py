@@ -132,3 +132,22 @@ def test_bulk_lost_create_is_reconciled_by_a_rerun_when_siro_could_not_be_asked_
     assert "create_recording" not in endpoints(siro_server) and "upload_put" not in endpoints(siro_server)
     assert status_of(ledger, lost) == ("reconciled", ids[lost])
     assert all(status_of(ledger, path)[0] == "created" for path in files if path != lost)
+
+
+def test_with_reconcile_off_a_lost_create_fails_the_task_and_waits_for_a_person(
+    siro_server, siro_connection, run_dag, tmp_path, capfd
+):
+    audio, ledger = tmp_path / "call.mp3", tmp_path / "ledger"
+    write_audio(audio, 30_000)
+    conf = {"source_path": str(audio), "ledger_path": str(ledger)}
+    siro_server.add_fault("create_recording", drop="after")
+
+    first = run_dag("siro_test_ledger_single_no_reconcile", conf, logical_date=day(2))
+    rerun = run_dag("siro_test_ledger_single_no_reconcile", conf, logical_date=day(3))
+
+    assert [task_instances(run)[("upload", -1)].state for run in (first, rerun)] == ["failed", "failed"]
+    assert task_instances(first)[("upload", -1)].try_number == 1  # not retried
+    assert len(siro_server.recordings) == 1  # never uploaded again
+    assert "list_recordings" not in endpoints(siro_server)  # Siro was not asked
+    assert status_of(ledger, str(audio))[0] == "ambiguous"
+    assert "may or may not exist" in capfd.readouterr().out

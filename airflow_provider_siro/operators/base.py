@@ -124,6 +124,12 @@ class SiroUploadBaseOperator(SiroLineageMixin, BaseOperator):
         when omitted.
     :param claim_timeout: seconds after which another task instance's ledger claim on a source counts
         as abandoned (its worker died) and is taken over. Longer than the slowest upload of one file.
+    :param reconcile: with a ``ledger_path``: when a create call's answer is lost (or an earlier try's
+        was), look the recording up in Siro's list of the user's recordings and record the one found,
+        upload again when Siro has none, fail naming the candidates when several match (see
+        :mod:`airflow_provider_siro.utils.reconcile`). ``False``: never look; the task fails and the
+        ledger entry stays ``ambiguous`` until someone settles it by hand (the behaviour before
+        reconciling existed, kept for accounts whose list Siro does not serve).
     :param map_index_template: how the UI names each mapped task instance; by default its source(s)
         (``source_label``: the path, the folder and pattern, or a ``downloadUrl`` without its query).
     """
@@ -156,6 +162,7 @@ class SiroUploadBaseOperator(SiroLineageMixin, BaseOperator):
         ledger_path: str | None = None,
         ledger_conn_id: str | None = None,
         claim_timeout: float = 3600.0,
+        reconcile: bool = True,
         map_index_template: str | None = DEFAULT_MAP_INDEX_TEMPLATE,
         **kwargs: Any,
     ) -> None:
@@ -189,6 +196,7 @@ class SiroUploadBaseOperator(SiroLineageMixin, BaseOperator):
         self.ledger_path = ledger_path
         self.ledger_conn_id = ledger_conn_id
         self.claim_timeout = float(claim_timeout)
+        self.reconcile = bool(reconcile)
 
     # ------------------------------------------------------------------ shared pieces
     @cached_property

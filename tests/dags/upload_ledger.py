@@ -32,28 +32,37 @@ common = {
     "default_args": {"retries": RETRIES, "retry_delay": timedelta(seconds=0)},
 }
 
-with DAG(dag_id="siro_test_ledger_single", params={"source_path": None, "ledger_path": None}, **common):
-    SiroUploadRecordingOperator(
-        task_id="upload",
-        source_path="{{ params.source_path }}",
-        source_conn_id="aws_default",
-        ledger_path="{{ params.ledger_path }}",
-        title="{{ params.source_path.rsplit('/', 1)[-1] }}",
-        user_email="rep@example.com",
-    )
+# "_no_reconcile": the same with reconcile=False, the behaviour before ambiguous creates were looked up in
+# Siro (a lost create fails the task and leaves the ledger entry for a person to settle).
+for suffix, reconcile in (("", True), ("_no_reconcile", False)):
+    with DAG(
+        dag_id=f"siro_test_ledger_single{suffix}",
+        params={"source_path": None, "ledger_path": None},
+        **common,
+    ):
+        SiroUploadRecordingOperator(
+            task_id="upload",
+            source_path="{{ params.source_path }}",
+            source_conn_id="aws_default",
+            ledger_path="{{ params.ledger_path }}",
+            title="{{ params.source_path.rsplit('/', 1)[-1] }}",
+            user_email="rep@example.com",
+            reconcile=reconcile,
+        )
 
-with DAG(
-    dag_id="siro_test_ledger_bulk",
-    params={"source_paths": None, "ledger_path": None},
-    **common,
-):
-    SiroUploadRecordingsOperator(
-        task_id="upload_list",
-        source_paths="{{ params.source_paths }}",
-        source_conn_id="aws_default",
-        ledger_path="{{ params.ledger_path }}",
-        fields_per_source=title_of,
-        user_email="rep@example.com",
-        date_created="{{ data_interval_end | default(dag_run.run_after) }}",
-        max_concurrency=8,
-    )
+    with DAG(
+        dag_id=f"siro_test_ledger_bulk{suffix}",
+        params={"source_paths": None, "ledger_path": None},
+        **common,
+    ):
+        SiroUploadRecordingsOperator(
+            task_id="upload_list",
+            source_paths="{{ params.source_paths }}",
+            source_conn_id="aws_default",
+            ledger_path="{{ params.ledger_path }}",
+            fields_per_source=title_of,
+            user_email="rep@example.com",
+            date_created="{{ data_interval_end | default(dag_run.run_after) }}",
+            max_concurrency=8,
+            reconcile=reconcile,
+        )
