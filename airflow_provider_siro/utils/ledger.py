@@ -228,14 +228,17 @@ class Holder:
 
     def is_earlier_try_of(self, other: Holder) -> bool:
         """True if this is an earlier try of ``other``'s task instance (so it is over: Airflow runs one
-        try of a task instance at a time)."""
+        try of a task instance at a time), or the same try number of it: a claim ``other`` did not make
+        (acquire checks its own first) yet naming its very try was left by an earlier incarnation of the
+        run, deleted and created again under the same run ID (as ``dag.test()`` / ``airflow dags test``
+        do on the same logical date), whose try is over as well."""
         same = (self.dag_id, self.task_id, self.run_id, self.map_index) == (
             other.dag_id,
             other.task_id,
             other.run_id,
             other.map_index,
         )
-        return same and self.try_number < other.try_number
+        return same and self.try_number <= other.try_number
 
     def __str__(self) -> str:
         index = f"[{self.map_index}]" if self.map_index >= 0 else ""
