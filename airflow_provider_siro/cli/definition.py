@@ -1,7 +1,7 @@
 """The ledger command's arguments, and the ``airflow siro ledger ...`` commands made of them.
 
 ``get_provider_info()["cli"]`` names :func:`get_siro_cli_commands`; Airflow versions whose providers
-manager reads that entry (3.3 here; 2.11 does not) add its commands to the ``airflow`` command. Like the
+manager reads that entry (3.2 and newer; not 3.1 nor 2.11) add its commands to the ``airflow`` command. Like the
 official providers' ``cli/definition.py``, this module imports nothing heavy: Airflow reads it for every
 ``airflow`` command, even ``airflow --help``, and the commands' code is imported only when one runs
 (``lazy_load_command``). ``python -m airflow_provider_siro`` builds its parser from the same specs

@@ -21,12 +21,15 @@ other command reads and writes the ledger's store alone.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 import json
+import logging
 import os
+import sys
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TextIO
 from urllib.parse import urlsplit, urlunsplit
 
 from airflow_provider_siro.exceptions import SiroLedgerError
@@ -44,18 +47,37 @@ class LedgerCommandError(Exception):
     """What went wrong, in words for the person at the shell; the command exits with status 1."""
 
 
-def _exits_on_error(func: Callable[[argparse.Namespace], None]) -> Callable[[argparse.Namespace], None]:
-    """A command that exits with status 1 and ``error: <message>`` on stderr when the ledger cannot do
-    what it was asked (the same under ``python -m`` and under ``airflow``, which calls it directly)."""
+def _exits_on_error(
+    func: Callable[[argparse.Namespace, TextIO], None],
+) -> Callable[[argparse.Namespace], None]:
+    """A command that writes its results to stdout and everything else to stderr, and exits with status
+    1 and ``error: <message>`` when the ledger cannot do what it was asked (the same under ``python -m``
+    and under ``airflow``, which calls it directly).
+
+    Logs go to stderr so that stdout is the results alone (``list --json | jq``): Airflow's handlers
+    that write to stdout are pointed at stderr, and loggers made while the command runs (object
+    storage's, the hook's) find stderr as ``sys.stdout``.
+    """
 
     @functools.wraps(func)
     def command(args: argparse.Namespace) -> None:
+        results = sys.stdout
+        _logs_to_stderr()
         try:
-            func(args)
+            with contextlib.redirect_stdout(sys.stderr):
+                func(args, results)
         except (LedgerCommandError, SiroLedgerError) as exc:
             raise SystemExit(f"error: {exc}") from None
 
     return command
+
+
+def _logs_to_stderr() -> None:
+    """Point log handlers that write to stdout (Airflow's, and what object storage logs through them) at
+    stderr: stdout carries the command's results (``list --json | jq``, ``show``)."""
+    for handler in logging.getLogger().handlers:
+        if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
+            handler.setStream(sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
@@ -143,7 +165,7 @@ def _describe(record: LedgerRecord) -> str:
 
 # ---------------------------------------------------------------------------------------------- commands
 @_exits_on_error
-def ledger_list(args: argparse.Namespace) -> None:
+def ledger_list(args: argparse.Namespace, out: TextIO) -> None:
     """Print every entry (and every claim without one): status, recording ID, source, location."""
     ledger = _open(args)
     wanted: str | None = args.status
@@ -153,22 +175,26 @@ def ledger_list(args: argparse.Namespace) -> None:
         if wanted is None or record.status.split(" ")[0] == wanted
     ]
     if args.json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(rows, indent=2), file=out)
         return
     if not rows:
         which = f" with status {wanted}" if wanted else ""
-        print(f"No entries{which} in the ledger {ledger.path}.")
+        print(f"No entries{which} in the ledger {ledger.path}.", file=out)
         return
     table = [("STATUS", "RECORDING ID", "SOURCE", "LOCATION")] + [
         (row["status"], row["recording_id"] or "-", row["source"] or "-", row["location"]) for row in rows
     ]
     widths = [max(len(str(line[i])) for line in table) for i in range(3)]
     for line in table:
-        print("  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=False)), line[3])
+        print(
+            "  ".join(str(cell).ljust(width) for cell, width in zip(line, widths, strict=False)),
+            line[3],
+            file=out,
+        )
 
 
 @_exits_on_error
-def ledger_show(args: argparse.Namespace) -> None:
+def ledger_show(args: argparse.Namespace, out: TextIO) -> None:
     """Print the one entry ``TARGET`` names as JSON: its location, status and stored fields."""
     ledger = _open(args)
     records = _find(ledger, args.target)
@@ -179,21 +205,21 @@ def ledger_show(args: argparse.Namespace) -> None:
         )
     (record,) = records
     shown = {"location": record.where, "status": record.status, "entry": scrub(dict(record.data))}
-    print(json.dumps(shown, indent=2, sort_keys=False))
+    print(json.dumps(shown, indent=2), file=out)
 
 
 @_exits_on_error
-def ledger_forget(args: argparse.Namespace) -> None:
+def ledger_forget(args: argparse.Namespace, out: TextIO) -> None:
     """Delete the entries ``TARGET`` names, with their claims: the next run uploads those sources again."""
     ledger = _open(args)
     records = _find(ledger, args.target)
     ledger.forget(args.target)
     for record in records:
-        print(f"Forgot {_describe(record)}; the next run uploads its source again.")
+        print(f"Forgot {_describe(record)}; the next run uploads its source again.", file=out)
 
 
 @_exits_on_error
-def ledger_settle(args: argparse.Namespace) -> None:
+def ledger_settle(args: argparse.Namespace, out: TextIO) -> None:
     """Decide the ambiguous (or damaged) entries ``TARGET`` names: one of ``--recording-id``,
     ``--reconcile`` or ``--none``."""
     chosen = [name for name, on in _decisions(args).items() if on]
@@ -209,16 +235,19 @@ def ledger_settle(args: argparse.Namespace) -> None:
     records = _find(ledger, args.target)
     for record in records:
         if not record.needs_decision:
-            print(f"Nothing to settle: {_describe(record)}.")
+            print(f"Nothing to settle: {_describe(record)}.", file=out)
             continue
         if args.reconcile:
-            _settle_by_reconciling(ledger, record, args.siro_conn_id)
+            _settle_by_reconciling(ledger, record, args.siro_conn_id, out)
         elif recording_id is not None:
             ledger.settle_record(record, recording_id.strip(), how="the ledger command (--recording-id)")
-            print(f"Settled {record.where}: Siro recording {recording_id.strip()} (status reconciled).")
+            print(
+                f"Settled {record.where}: Siro recording {recording_id.strip()} (status reconciled).",
+                file=out,
+            )
         else:
             ledger.settle_record(record, None, how="the ledger command (--none)")
-            print(f"Settled {record.where}: deleted; the next run uploads its source again.")
+            print(f"Settled {record.where}: deleted; the next run uploads its source again.", file=out)
 
 
 def _decisions(args: argparse.Namespace) -> dict[str, bool]:
@@ -229,7 +258,9 @@ def _decisions(args: argparse.Namespace) -> dict[str, bool]:
     }
 
 
-def _settle_by_reconciling(ledger: UploadLedger, record: LedgerRecord, siro_conn_id: str) -> None:
+def _settle_by_reconciling(
+    ledger: UploadLedger, record: LedgerRecord, siro_conn_id: str, out: TextIO
+) -> None:
     """Look ``record``'s lost create up in Siro (one look: the create is long over) and settle it."""
     from airflow_provider_siro.exceptions import SiroReconcileError
     from airflow_provider_siro.utils.reconcile import find_created_recording
@@ -273,11 +304,12 @@ def _settle_by_reconciling(ledger: UploadLedger, record: LedgerRecord, siro_conn
         ledger.settle_record(record, None, how="the ledger command (--reconcile: not in Siro)")
         print(
             f"Settled {record.where}: Siro has no recording from that create call; deleted, so the next run "
-            "uploads its source again."
+            "uploads its source again.",
+            file=out,
         )
         return
     ledger.settle_record(record, found, how="the ledger command (--reconcile)")
-    print(f"Settled {record.where}: found Siro recording {found} (status reconciled).")
+    print(f"Settled {record.where}: found Siro recording {found} (status reconciled).", file=out)
 
 
 def _moment(text: Any) -> datetime | None:
