@@ -77,7 +77,10 @@ def _logs_to_stderr() -> None:
     stderr: stdout carries the command's results (``list --json | jq``, ``show``)."""
     for handler in logging.getLogger().handlers:
         if isinstance(handler, logging.StreamHandler) and handler.stream is sys.stdout:
-            handler.setStream(sys.stderr)
+            # Airflow 2.11's RedirectStdHandler has no setter: it reads sys.stdout at each write, so the
+            # command's redirect_stdout already sends it to stderr.
+            with contextlib.suppress(AttributeError):
+                handler.setStream(sys.stderr)
 
 
 # ---------------------------------------------------------------------------------------------- helpers
