@@ -1,5 +1,7 @@
 # Two commands matter on a fresh machine: `make demo` and `make test`.
 # Both create the virtualenv and install everything first; only Python 3.11+ and make are needed.
+# Installs compile the bytecode (--compile-bytecode): the suite starts many Airflow processes, and where
+# PYTHONDONTWRITEBYTECODE is set each would otherwise compile Airflow from source again.
 # `make test` runs the suite twice: on the newest Airflow 3 (.venv, which everything else uses too) and on
 # Airflow 2.11 (.venv-airflow2), the two ends of what the package supports; then tests/test_smoke.py on
 # Airflow 3.0, 3.1 and 3.2 (.venv-airflow30/31/32), each with the provider installed from its built wheel.
@@ -34,21 +36,21 @@ $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip 'uv>=0.8'
-	$(BIN)/uv pip install --quiet --python $(BIN)/python -e . --group dev
+	$(BIN)/uv pip install --quiet --compile-bytecode --python $(BIN)/python -e . --group dev
 	@touch $(STAMP)
 
 $(STAMP2): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv $(VENV2)
 	$(VENV2)/bin/python -m pip install --quiet --upgrade pip 'uv>=0.8'
-	$(VENV2)/bin/uv pip install --quiet --python $(VENV2)/bin/python -e . --group test 'apache-airflow==$(AIRFLOW2_VERSION)'
+	$(VENV2)/bin/uv pip install --quiet --compile-bytecode --python $(VENV2)/bin/python -e . --group test 'apache-airflow==$(AIRFLOW2_VERSION)'
 	@touch $(STAMP2)
 
 .venv-airflow%/.installed-stamp: $(DIST_STAMP)
 	@$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
 	$(PYTHON) -m venv .venv-airflow$*
 	.venv-airflow$*/bin/python -m pip install --quiet --upgrade pip uv
-	.venv-airflow$*/bin/uv pip install --quiet --python .venv-airflow$*/bin/python \
+	.venv-airflow$*/bin/uv pip install --quiet --compile-bytecode --python .venv-airflow$*/bin/python \
 		--exclude-newer $(AIRFLOW$*_RELEASED) \
 		--exclude-newer-package apache-airflow-providers-common-compat=$(COMMON_COMPAT_RELEASED) \
 		--reinstall-package airflow-provider-siro \

@@ -33,9 +33,12 @@ from __future__ import annotations
 import json
 import os
 import re
+import shutil
 import sqlite3
+import tempfile
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -206,10 +209,7 @@ class SecretScanner:
         """Every value of every table but ``connection`` and ``variable``; Fernet tokens decrypted too."""
         fernet = _fernet(list(fernet_keys))
         self.stats.databases += 1
-        # A plain connection, not ``mode=ro``: a database in WAL mode whose writer is still open (the
-        # suite's own) fails a read-only open with "disk I/O error"; reading changes nothing either way.
-        db = sqlite3.connect(path)
-        try:
+        with _snapshot(path) as db:
             tables = [
                 name
                 for (name,) in db.execute("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
@@ -239,14 +239,37 @@ class SecretScanner:
                         if plain is not None:
                             self.stats.decrypted += 1
                             self.scan_bytes(plain, f"{where} (decrypted)")
-        finally:
-            db.close()
 
     # ------------------------------------------------------------------ captured output
     def scan_captured(self, path: Path) -> None:
         """The conftest's JSON-lines file of captured output (see :class:`CaptureLog`)."""
         for record in CaptureLog(path).records():
             self.scan_text(record["text"], f"captured {record['where']}")
+
+
+@contextmanager
+def _snapshot(path: Path) -> Iterator[sqlite3.Connection]:
+    """A connection to a private copy of the database at ``path`` (with its ``-wal`` and ``-journal``).
+
+    The suite's own metadata DB is in WAL mode and its writer (this process's Airflow) is still open.
+    Opening it in place fails on some machines with "disk I/O error" (read-only or not), from SQLite's
+    shared-memory index (``-shm``). The copy is opened in exclusive locking mode before its first read,
+    in which SQLite keeps the WAL index in its own memory and needs no ``-shm`` at all; SQLite recovers
+    the copied WAL into it as it would after a crash, so the scan sees every committed row.
+    """
+    with tempfile.TemporaryDirectory(prefix="siro-audit-db-") as folder:
+        copy = Path(folder, "audited.db")
+        shutil.copyfile(path, copy)
+        for suffix in ("-wal", "-journal"):
+            companion = Path(f"{path}{suffix}")
+            if companion.is_file():
+                shutil.copyfile(companion, Path(f"{copy}{suffix}"))
+        db = sqlite3.connect(copy)
+        try:
+            db.execute("PRAGMA locking_mode = EXCLUSIVE")
+            yield db
+        finally:
+            db.close()
 
 
 def user_written(db: sqlite3.Connection, table: str, column: str, row: Mapping[str, Any]) -> str:

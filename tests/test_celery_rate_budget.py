@@ -56,7 +56,7 @@ RATE_LIMIT = 30
 """Siro's limit in the test, per ``WINDOW`` seconds and token: above the pace, below two machines' worth."""
 FILES = 24
 MACHINES = ("machine-a", "machine-b")
-RUN_TIMEOUT = 240.0
+RUN_TIMEOUT = 900.0  # a hang guard, not a verdict: a busy 2-core machine may take minutes
 
 
 @pytest.fixture(scope="module")

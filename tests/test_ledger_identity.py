@@ -192,7 +192,7 @@ def test_a_corrupt_entry_fails_the_task_at_once_naming_it_and_sends_nothing(
     assert siro_server.requests == []
     out = capfd.readouterr().out
     assert f"the upload ledger's entry {where} is damaged: it is not JSON" in out
-    assert f"UploadLedger({str(ledger)!r}, 'aws_default').forget({where!r})" in out
+    assert f"python -m airflow_provider_siro ledger forget {ledger} {where} --conn-id aws_default" in out
     record(
         "ledger_identity", corrupt_entry_tries=ti.try_number, corrupt_entry_requests=len(siro_server.requests)
     )
