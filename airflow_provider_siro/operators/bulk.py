@@ -47,7 +47,7 @@ class SiroUploadRecordingsOperator(SiroUploadBaseOperator):
     :param max_concurrency: files streamed at once.
 
     ``siro_conn_id``, ``source_conn_id``, ``file_type``, the ledger (``ledger_path``,
-    ``ledger_conn_id``, ``claim_timeout``, ``reconcile``) and the recording fields (``title``, ``user_email``,
+    ``ledger_conn_id``, ``claim_timeout``, ``reconcile``, ``reconcile_polls``, ``reconcile_interval``) and the recording fields (``title``, ``user_email``,
     ``date_created``, ...) are those of :class:`~airflow_provider_siro.operators.base.SiroUploadBaseOperator`
     and apply to every source. Returns ``{source as given: recording ID}``.
     """
@@ -134,7 +134,7 @@ class SiroUploadRecordingsOperator(SiroUploadBaseOperator):
             width,
             self.log,
             settings.progress_interval,
-            reconcile=self.reconcile,
+            reconcile=self._reconcile(ledger),
         )
         if failures:
             context["ti"].xcom_push(key="recording_ids", value=ids)

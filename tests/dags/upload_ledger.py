@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import os
 from datetime import timedelta
+from typing import Any
 
 import pendulum
 
@@ -33,8 +34,14 @@ common = {
 }
 
 # "_no_reconcile": the same with reconcile=False, the behaviour before ambiguous creates were looked up in
-# Siro (a lost create fails the task and leaves the ledger entry for a person to settle).
-for suffix, reconcile in (("", True), ("_no_reconcile", False)):
+# Siro (a lost create fails the task and leaves the ledger entry for a person to settle); "_settle_5": a
+# look-up that reads Siro's list 5 times, 50 ms apart, before it concludes that nothing was created.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "": {},
+    "_no_reconcile": {"reconcile": False},
+    "_settle_5": {"reconcile_polls": 5, "reconcile_interval": 0.05},
+}
+for suffix, reconciling in VARIANTS.items():
     with DAG(
         dag_id=f"siro_test_ledger_single{suffix}",
         params={"source_path": None, "ledger_path": None},
@@ -47,7 +54,7 @@ for suffix, reconcile in (("", True), ("_no_reconcile", False)):
             ledger_path="{{ params.ledger_path }}",
             title="{{ params.source_path.rsplit('/', 1)[-1] }}",
             user_email="rep@example.com",
-            reconcile=reconcile,
+            **reconciling,
         )
 
     with DAG(
@@ -64,5 +71,5 @@ for suffix, reconcile in (("", True), ("_no_reconcile", False)):
             user_email="rep@example.com",
             date_created="{{ data_interval_end | default(dag_run.run_after) }}",
             max_concurrency=8,
-            reconcile=reconcile,
+            **reconciling,
         )
