@@ -104,7 +104,7 @@ SIRO_ASSET_URIS: dict[str, Any] = {
 
 
 def get_provider_info() -> dict[str, Any]:
-    """Describe the provider's hooks, operators, sensors, triggers, links and connection form."""
+    """Describe the provider's hooks, operators, sensors, triggers, links, connection form and CLI."""
     return {
         "package-name": "airflow-provider-siro",
         "name": "Siro",
@@ -136,6 +136,9 @@ def get_provider_info() -> dict[str, Any]:
         # siro://<API host>/<name>: the asset an upload's event names (docs/lineage.rst). Airflow 3
         # reads asset-uris, Airflow 2.11 dataset-uris.
         "asset-uris": [SIRO_ASSET_URIS],
+        # `airflow siro ledger ...` on Airflow versions whose providers manager reads "cli" (3.2 and
+        # newer; 3.1 and 2.11 ignore it: there the command is `python -m airflow_provider_siro ledger ...`).
+        "cli": ["airflow_provider_siro.cli.definition.get_siro_cli_commands"],
         "dataset-uris": [SIRO_ASSET_URIS],
         "connection-types": [
             {

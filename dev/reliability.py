@@ -4,7 +4,9 @@ The figures come from the tests themselves: each reliability test asserts its in
 ``SIRO_RELIABILITY_REPORT`` set, writes what it counted (``tests/reliability_report.py``); the bad-input
 catalogue is counted from pytest's JUnit XML. Running the whole suite, not a subset, is the point: the
 secrets scan (the suite's last test) reads every log line, rendered template, XCom and trigger row the
-suite produced. Extra arguments are passed to pytest.
+suite produced. Extra arguments are passed to pytest, so a few rows can be measured alone, e.g.
+``python dev/reliability.py tests/test_bulk_reconcile_faults.py tests/test_ledger_identity.py`` (the
+other rows then read "(not run)", and "whole suite" counts only what ran).
 """
 
 from __future__ import annotations
@@ -47,6 +49,9 @@ def table(report: dict[str, Any], overall: dict[str, int], bad_input: dict[str, 
     redirects = report.get("redirects", {})
     echoed = report.get("echoed_errors", {})
     signatures = report.get("bulk_signatures", {})
+    reconciling = report.get("reconcile_bulk_faults", {})
+    on, off = reconciling.get("on", {}), reconciling.get("off", {})
+    identity = report.get("ledger_identity", {})
     missing = "(not run)"
 
     def get(section: dict[str, Any], key: str) -> Any:
@@ -87,6 +92,40 @@ def table(report: dict[str, Any], overall: dict[str, int], bad_input: dict[str, 
         (
             "  recordings in the end / duplicated / corrupted",
             f"{get(bulk, 'recordings_created')} / {get(bulk, 'duplicated')} / {get(bulk, 'corrupted')}",
+        ),
+        (
+            "bulk task, 200 files, fault mix: lost create answers, reconcile on / off",
+            f"{get(on, 'lost_create_answers')} / {get(off, 'lost_create_answers')}",
+        ),
+        (
+            "  sources failed on ambiguity (waiting for a person), on / off",
+            f"{get(on, 'failed_on_ambiguity')} / {get(off, 'failed_on_ambiguity')}",
+        ),
+        (
+            "  found in Siro (entry reconciled) / task state, on; task state, off",
+            f"{get(on, 'reconciled')} / {get(on, 'first_run_state')}; {get(off, 'first_run_state')}",
+        ),
+        (
+            "  fault-free re-run: still failed on ambiguity, on / off",
+            f"{get(on, 'failed_on_ambiguity_after_rerun')} / {get(off, 'failed_on_ambiguity_after_rerun')}",
+        ),
+        (
+            "  recordings in the end / duplicated, on; off",
+            f"{get(on, 'recordings_created')} / {get(on, 'duplicated')}; "
+            f"{get(off, 'recordings_created')} / {get(off, 'duplicated')}",
+        ),
+        ("ledger: one file through two accounts: recordings", get(identity, "two_accounts_recordings")),
+        (
+            "  one file as path, symlink, //, /./, hard link: names / recordings",
+            f"{get(identity, 'one_file_names')} / {get(identity, 'one_file_recordings')}",
+        ),
+        (
+            "  entry write failed after the 201: re-run created / waited claim_timeout",
+            f"{get(identity, 'failed_write_rerun_created')} / {get(identity, 'failed_write_rerun_waited_claim_timeout')}",
+        ),
+        (
+            "  corrupt entry: tries / requests to Siro",
+            f"{get(identity, 'corrupt_entry_tries')} / {get(identity, 'corrupt_entry_requests')}",
         ),
         (
             "secrets known to the scan (tokens, org token, client secret, signatures)",

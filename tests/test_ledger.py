@@ -7,10 +7,11 @@ with the ledger in a local folder. The same on moto's S3 is in test_object_stora
 
 from __future__ import annotations
 
+import re
 import threading
 
 import pytest
-from upload_support import race_for_one_source, return_value, task_instances, write_audio
+from upload_support import endpoints, race_for_one_source, return_value, task_instances, write_audio
 
 from airflow_provider_siro.utils.ledger import Claim, UploadLedger
 from airflow_provider_siro.utils.sources import locate_source
@@ -104,6 +105,39 @@ def test_a_create_that_never_reached_siro_is_uploaded_again_in_the_same_try(
     (recording,) = siro_server.recordings.values()
     assert task_instances(dag_run)[("upload", -1)].try_number == 1
     assert return_value(dag_run, "upload") == recording.id and recording.sha256 == digest
+    assert endpoints(siro_server).count("list_recordings") == 3  # the default settling wait: 3 reads
+
+
+def test_the_settling_wait_is_the_operators_reconcile_polls(siro_server, siro_connection, run_dag, tmp_path):
+    audio, ledger = tmp_path / "call.mp3", tmp_path / "ledger"
+    write_audio(audio, 30_000)
+    siro_server.add_fault("create_recording", drop="before")  # Siro never saw it
+
+    dag_run = run_dag(
+        "siro_test_ledger_single_settle_5", {"source_path": str(audio), "ledger_path": str(ledger)}
+    )
+
+    (recording,) = siro_server.recordings.values()
+    assert return_value(dag_run, "upload") == recording.id
+    calls = endpoints(siro_server)
+    assert calls.count("list_recordings") == 5  # reconcile_polls=5, then uploaded again
+    assert calls.index("list_recordings") > calls.index("create_recording")
+    assert calls.count("create_recording") == 2
+
+
+@pytest.mark.parametrize(
+    ("arguments", "problem"),
+    [
+        ({"reconcile_polls": 0}, "reconcile_polls must be a whole number >= 1, got 0"),
+        ({"reconcile_polls": 2.5}, "reconcile_polls must be a whole number >= 1, got 2.5"),
+        ({"reconcile_interval": -1}, "reconcile_interval must be a number of seconds >= 0, got -1"),
+    ],
+)
+def test_a_bad_settling_wait_is_refused_when_the_dag_is_parsed(arguments, problem):
+    from airflow_provider_siro.operators.siro import SiroUploadRecordingOperator
+
+    with pytest.raises(ValueError, match=re.escape(problem)):
+        SiroUploadRecordingOperator(task_id="upload", source_path="/calls/a.mp3", **arguments)
 
 
 def test_two_recordings_that_match_a_lost_create_fail_the_task_naming_both(

@@ -17,7 +17,8 @@ import threading
 import pendulum
 import pytest
 from airflow_compat import xcom_value
-from upload_support import return_value, task_instances, write_audio
+from reliability_report import record
+from upload_support import endpoints, return_value, task_instances, write_audio
 
 from airflow_provider_siro.hooks.siro import SiroHook
 from airflow_provider_siro.utils import ledger as ledger_module
@@ -57,6 +58,7 @@ def test_one_file_through_two_accounts_is_two_recordings_and_a_rotated_token_is_
     assert len(destinations) == 2
     for destination in destinations:  # no token in what identifies a destination
         assert a["password"] not in destination and a_rotated["password"] not in destination
+    record("ledger_identity", two_accounts_recordings=len(siro_server.recordings))
 
 
 def test_a_symlink_a_double_slash_a_dot_and_a_hard_link_are_one_file_and_one_recording(
@@ -90,6 +92,7 @@ def test_a_symlink_a_double_slash_a_dot_and_a_hard_link_are_one_file_and_one_rec
 
     (recording,) = siro_server.recordings.values()
     assert ids == [recording.id] * len(names) and recording.sha256 == digest
+    record("ledger_identity", one_file_names=len(names), one_file_recordings=len(siro_server.recordings))
 
 
 def test_one_file_listed_under_several_names_in_one_bulk_task_is_uploaded_once(
@@ -113,7 +116,7 @@ def test_one_file_listed_under_several_names_in_one_bulk_task_is_uploaded_once(
 
 
 def test_a_failed_entry_write_after_the_201_names_the_id_and_leaves_the_claim_saying_the_create_was_sent(
-    siro_server, siro_connection, run_dag, tmp_path, monkeypatch, capfd
+    siro_server, siro_connection, run_dag, tmp_path, monkeypatch, capfd, caplog
 ):
     audio, ledger = tmp_path / "call.mp3", tmp_path / "ledger"
     write_audio(audio, 30_000)
@@ -128,12 +131,13 @@ def test_a_failed_entry_write_after_the_201_names_the_id_and_leaves_the_claim_sa
         real_write(self, rel, data)
 
     monkeypatch.setattr(ledger_module._LocalStore, "write", failing_write)
-    first = run_dag("siro_test_ledger_single", conf, logical_date=day(2))
+    first = run_dag("siro_test_ledger_single", conf, logical_date=day(2), run_after=day(2))
     monkeypatch.setattr(ledger_module._LocalStore, "write", real_write)
 
     (created,) = siro_server.recordings.values()
     ti = task_instances(first)[("upload", -1)]
     assert (ti.state, ti.try_number) == ("failed", 1)  # not retried
+    first_tries = ti.try_number
     assert len(writes) == ledger_module.ENTRY_WRITE_ATTEMPTS  # the write was retried first
     out = capfd.readouterr().out
     where = UploadLedger(str(ledger), destination=SiroHook().destination()).entry_location(
@@ -148,6 +152,27 @@ def test_a_failed_entry_write_after_the_201_names_the_id_and_leaves_the_claim_sa
     (claim,) = [n for n in os.listdir(os.path.dirname(where)) if ".claim-" in n]
     with open(os.path.join(os.path.dirname(where), claim)) as file:
         assert json.load(file)["stage"] == "creating"
+
+    # The same task instance run again (the same run ID: dag.test() on the same dates): it takes that claim at once as
+    # ambiguous, not after claim_timeout (an hour), finds the recording in Siro and creates nothing.
+    siro_server.clear_requests()
+    capfd.readouterr()
+    rerun = run_dag("siro_test_ledger_single", conf, logical_date=day(2), run_after=day(2))
+
+    out = capfd.readouterr().out
+    assert rerun.state == "success" and return_value(rerun, "upload") == created.id
+    assert list(siro_server.recordings) == [created.id]
+    assert "create_recording" not in endpoints(siro_server) and "upload_put" not in endpoints(siro_server)
+    logged = caplog.text
+    assert "waiting for its result" not in logged and "that try is over" in logged
+    entry = UploadLedger(str(ledger), destination=SiroHook().destination()).lookup(locate_source(str(audio)))
+    assert entry is not None and (entry.status, entry.recording_id) == ("reconciled", created.id)
+    record(
+        "ledger_identity",
+        failed_write_tries=first_tries,
+        failed_write_rerun_created=len(siro_server.recordings) - 1,
+        failed_write_rerun_waited_claim_timeout="waiting for its result" in logged,
+    )
 
 
 def run_next_try(dag_run, task_id: str) -> subprocess.CompletedProcess[str]:
@@ -217,9 +242,9 @@ def test_a_failed_entry_write_after_the_201_is_reconciled_at_once_by_the_next_tr
     assert (ti.state, ti.try_number) == ("success", 2), output[-3000:]
     assert xcom_value(first, "upload") == created.id
     assert list(siro_server.recordings) == [created.id]  # 0 new recordings
-    endpoints = [r.endpoint for r in siro_server.requests]
-    assert "signed_urls" not in endpoints and "create_recording" not in endpoints
-    assert "list_recordings" in endpoints  # it looked the recording up in Siro
+    sent = endpoints(siro_server)
+    assert "signed_urls" not in sent and "create_recording" not in sent
+    assert "list_recordings" in sent  # it looked the recording up in Siro
     # It took try 1's claim at once, as ambiguous (try 1 had sent the create call), and reconciled.
     assert "that try is over" in output
     assert "it had sent the create call, so the recording may exist" in output
@@ -287,7 +312,10 @@ def test_a_corrupt_entry_fails_the_task_at_once_naming_it_and_sends_nothing(
     assert siro_server.requests == []
     out = capfd.readouterr().out
     assert f"the upload ledger's entry {where} is damaged: it is not JSON" in out
-    assert f"UploadLedger({str(ledger)!r}, 'aws_default').forget({where!r})" in out
+    assert f"python -m airflow_provider_siro ledger forget {ledger} {where} --conn-id aws_default" in out
+    record(
+        "ledger_identity", corrupt_entry_tries=ti.try_number, corrupt_entry_requests=len(siro_server.requests)
+    )
 
 
 def test_a_corrupt_entry_in_a_bulk_task_fails_it_before_any_request(

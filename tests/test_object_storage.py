@@ -220,3 +220,46 @@ def test_s3_claims_are_exclusive_writes(s3_bucket):
     )
 
     assert sorted(outcomes) == ["claimed"] + ["rec-from-the-winner"] * 7
+
+
+def test_the_ledger_command_lists_and_forgets_entries_of_a_ledger_on_s3(
+    s3_bucket, siro_server, siro_connection, run_dag
+):
+    import subprocess
+    import sys
+
+    import pendulum
+
+    def ledger_command(*words: str) -> Any:
+        return subprocess.run(
+            [sys.executable, "-m", "airflow_provider_siro", "ledger", *words, "--conn-id", "aws_default"],
+            capture_output=True,
+            text=True,
+            env=os.environ.copy(),  # aws_default: the moto server
+            timeout=300,
+        )
+
+    s3_bucket.put_object(Bucket="calls", Key="cli/call.mp3", Body=os.urandom(40_000))
+    conf = {"source_path": "s3://calls/cli/call.mp3", "ledger_path": "s3://calls/_ledger-cli/"}
+    day = pendulum.datetime(2026, 3, 2, tz="UTC")
+    first_id = return_value(run_dag("siro_test_ledger_single", conf, logical_date=day), "upload")
+
+    listed = ledger_command("list", "s3://calls/_ledger-cli/", "--json")
+    assert listed.returncode == 0, listed.stderr
+    (row,) = json.loads(listed.stdout)
+    assert (row["status"], row["recording_id"], row["source"]) == (
+        "created",
+        first_id,
+        "s3://calls/cli/call.mp3",
+    )
+    assert row["location"].startswith("s3://calls/_ledger-cli/")
+
+    forgot = ledger_command("forget", "s3://calls/_ledger-cli/", "s3://calls/cli/call.mp3")
+    assert forgot.returncode == 0, forgot.stderr
+    assert f"Forgot {row['location']} (created, Siro recording {first_id})" in forgot.stdout
+    again = return_value(run_dag("siro_test_ledger_single", conf, logical_date=day), "upload")
+    assert again != first_id and len(siro_server.recordings) == 2
+
+    nothing = ledger_command("list", "s3://calls/_no-ledger-here/")
+    assert nothing.returncode == 1
+    assert "error: no ledger at s3://calls/_no-ledger-here/: nothing is stored there" in nothing.stderr

@@ -39,6 +39,9 @@ def test_the_base_declares_exactly_the_payload_field_list_in_its_order():
         "ledger_path",
         "ledger_conn_id",
         "claim_timeout",
+        "reconcile",
+        "reconcile_polls",
+        "reconcile_interval",
         "map_index_template",
     }
 

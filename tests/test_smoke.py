@@ -173,3 +173,25 @@ def test_a_dag_test_run_uploads_a_file_to_the_offline_server(run_dag, siro_serve
     recording = siro_server.recordings[recording_id]
     assert recording.sha256 == digest == hashlib.sha256(audio.read_bytes()).hexdigest()
     assert recording.body["title"] == "Smoke test call"
+
+
+@pytest.mark.parametrize("through_airflow", [False, True], ids=["python -m", "airflow siro"])
+def test_the_ledger_command_answers_on_this_airflow(airflow_db: Path, tmp_path: Path, through_airflow: bool):
+    """``python -m airflow_provider_siro ledger`` everywhere; ``airflow siro ledger`` where this Airflow
+    loads providers' CLI commands (3.2 and newer), and on older lines no such command, as documented."""
+    ledger = tmp_path / "ledger"
+    ledger.mkdir()
+    prefix = ["-m", "airflow", "siro"] if through_airflow else ["-m", "airflow_provider_siro"]
+    done = subprocess.run(
+        [sys.executable, *prefix, "ledger", "list", str(ledger), "--json"],
+        capture_output=True,
+        text=True,
+        env=os.environ.copy(),
+        timeout=600,
+    )
+    if through_airflow and Version(AIRFLOW_VERSION) < Version("3.2"):
+        assert done.returncode != 0
+        assert "invalid choice: 'siro'" in done.stderr, done.stderr[-3000:]
+        return
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert json.loads(done.stdout) == []

@@ -29,6 +29,7 @@ if TYPE_CHECKING:
     from airflow_provider_siro.hooks.siro import SiroConnectionSettings, SiroHook
     from airflow_provider_siro.utils.ledger import UploadLedger
     from airflow_provider_siro.utils.sources import Source
+    from airflow_provider_siro.utils.uploads import Reconcile
 
 DEFAULT_MAP_INDEX_TEMPLATE = "{{ task.source_label }}"
 """Each mapped upload is named in the UI by its source (never a signed URL's query string)."""
@@ -124,6 +125,16 @@ class SiroUploadBaseOperator(SiroLineageMixin, BaseOperator):
         when omitted.
     :param claim_timeout: seconds after which another task instance's ledger claim on a source counts
         as abandoned (its worker died) and is taken over. Longer than the slowest upload of one file.
+    :param reconcile: with a ``ledger_path``: when a create call's answer is lost (or an earlier try's
+        was), look the recording up in Siro's list of the user's recordings and record the one found,
+        upload again when Siro has none, fail naming the candidates when several match (see
+        :mod:`airflow_provider_siro.utils.reconcile`). ``False``: never look; the task fails and the
+        ledger entry stays ``ambiguous`` until someone settles it by hand (the behaviour before
+        reconciling existed, kept for accounts whose list Siro does not serve).
+    :param reconcile_polls: how many times a look-up reads Siro's list before it concludes that no
+        recording was made (Siro may list a new recording a moment after creating it); at least 1.
+    :param reconcile_interval: seconds between those reads. The settling wait is about
+        ``(reconcile_polls - 1) * reconcile_interval``: the longer, the surer that "none" means none.
     :param map_index_template: how the UI names each mapped task instance; by default its source(s)
         (``source_label``: the path, the folder and pattern, or a ``downloadUrl`` without its query).
     """
@@ -156,6 +167,9 @@ class SiroUploadBaseOperator(SiroLineageMixin, BaseOperator):
         ledger_path: str | None = None,
         ledger_conn_id: str | None = None,
         claim_timeout: float = 3600.0,
+        reconcile: bool = True,
+        reconcile_polls: int = 3,
+        reconcile_interval: float = 2.0,
         map_index_template: str | None = DEFAULT_MAP_INDEX_TEMPLATE,
         **kwargs: Any,
     ) -> None:
@@ -169,6 +183,20 @@ class SiroUploadBaseOperator(SiroLineageMixin, BaseOperator):
             raise ValueError(
                 f"{type(self).__name__} {kwargs.get('task_id')!r}: claim_timeout must be a number of "
                 f"seconds > 0, got {claim_timeout!r}"
+            )
+        if isinstance(reconcile_polls, bool) or not isinstance(reconcile_polls, int) or reconcile_polls < 1:
+            raise ValueError(
+                f"{type(self).__name__} {kwargs.get('task_id')!r}: reconcile_polls must be a whole number "
+                f">= 1, got {reconcile_polls!r}"
+            )
+        if (
+            isinstance(reconcile_interval, bool)
+            or not isinstance(reconcile_interval, int | float)
+            or reconcile_interval < 0
+        ):
+            raise ValueError(
+                f"{type(self).__name__} {kwargs.get('task_id')!r}: reconcile_interval must be a number of "
+                f"seconds >= 0, got {reconcile_interval!r}"
             )
         self.siro_conn_id = siro_conn_id
         self.source_conn_id = source_conn_id
@@ -189,6 +217,9 @@ class SiroUploadBaseOperator(SiroLineageMixin, BaseOperator):
         self.ledger_path = ledger_path
         self.ledger_conn_id = ledger_conn_id
         self.claim_timeout = float(claim_timeout)
+        self.reconcile = bool(reconcile)
+        self.reconcile_polls = reconcile_polls
+        self.reconcile_interval = float(reconcile_interval)
 
     # ------------------------------------------------------------------ shared pieces
     @cached_property
@@ -218,6 +249,18 @@ class SiroUploadBaseOperator(SiroLineageMixin, BaseOperator):
             claim_timeout=self.claim_timeout,
         )
         return ledger
+
+    def _reconcile(self, ledger: UploadLedger | None) -> Reconcile | bool:
+        """How this task looks lost creates up in Siro: ``False`` when ``reconcile`` is off (or there is
+        no ledger to remember the answer in), else the default policy with this task's settling wait."""
+        from dataclasses import replace
+
+        from airflow_provider_siro.utils.uploads import default_reconcile
+
+        chosen = default_reconcile(self.hook, ledger) if self.reconcile else None
+        if chosen is None:
+            return False
+        return replace(chosen, settle_polls=self.reconcile_polls, settle_interval=self.reconcile_interval)
 
     def _upload_settings(self) -> SiroConnectionSettings:
         """The connection's settings; a broken connection, or one that cannot upload, fails here."""

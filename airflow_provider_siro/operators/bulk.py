@@ -47,7 +47,7 @@ class SiroUploadRecordingsOperator(SiroUploadBaseOperator):
     :param max_concurrency: files streamed at once.
 
     ``siro_conn_id``, ``source_conn_id``, ``file_type``, the ledger (``ledger_path``,
-    ``ledger_conn_id``, ``claim_timeout``) and the recording fields (``title``, ``user_email``,
+    ``ledger_conn_id``, ``claim_timeout``, ``reconcile``, ``reconcile_polls``, ``reconcile_interval``) and the recording fields (``title``, ``user_email``,
     ``date_created``, ...) are those of :class:`~airflow_provider_siro.operators.base.SiroUploadBaseOperator`
     and apply to every source. Returns ``{source as given: recording ID}``.
     """
@@ -128,7 +128,13 @@ class SiroUploadRecordingsOperator(SiroUploadBaseOperator):
             hook.check_create_fields(fields)
         hook.size_pool(2 * width)  # each thread may hold an API and a storage connection
         ids, failures = upload_many(
-            hook, self._stoppable_sources(work), ledger, width, self.log, settings.progress_interval
+            hook,
+            self._stoppable_sources(work),
+            ledger,
+            width,
+            self.log,
+            settings.progress_interval,
+            reconcile=self._reconcile(ledger),
         )
         if failures:
             context["ti"].xcom_push(key="recording_ids", value=ids)

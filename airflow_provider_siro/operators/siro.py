@@ -62,7 +62,7 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
     The recording fields (``title``, ``user_id``, ``user_email``, ``user_phone``,
     ``organization_id``, ``conversation_type``, ``integration_connection_id``, ``crm_objects``,
     ``customer_phone``, ``customer_name``, ``date_created``, ``discoverable``, ``result``), the ledger
-    (``ledger_path``, ``ledger_conn_id``, ``claim_timeout``) and ``siro_conn_id`` are those of
+    (``ledger_path``, ``ledger_conn_id``, ``claim_timeout``, ``reconcile``, ``reconcile_polls``, ``reconcile_interval``) and ``siro_conn_id`` are those of
     :class:`~airflow_provider_siro.operators.base.SiroUploadBaseOperator`; all are keyword
     parameters, so ``default_args`` and ``partial()`` take them.
 
@@ -217,7 +217,9 @@ class SiroUploadRecordingOperator(SiroUploadBaseOperator):
             # In a thread of its own: a signal that interrupts the main thread (a kill, execution_timeout)
             # cannot cut the create call in half; on_kill stops the transfer instead.
             with ThreadPoolExecutor(max_workers=1, thread_name_prefix="siro-upload") as pool:
-                future = pool.submit(upload_source, hook, source, fields, ledger, self.log)
+                future = pool.submit(
+                    upload_source, hook, source, fields, ledger, self.log, reconcile=self._reconcile(ledger)
+                )
                 try:
                     recording_id = future.result().recording_id
                     origin, size = source.location, source.size

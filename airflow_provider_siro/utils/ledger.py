@@ -50,6 +50,7 @@ import hashlib
 import json
 import logging
 import os
+import shlex
 import socket
 import threading
 import time
@@ -229,14 +230,17 @@ class Holder:
 
     def is_earlier_try_of(self, other: Holder) -> bool:
         """True if this is an earlier try of ``other``'s task instance (so it is over: Airflow runs one
-        try of a task instance at a time)."""
+        try of a task instance at a time), or the same try number of it: a claim ``other`` did not make
+        (acquire checks its own first) yet naming its very try was left by an earlier incarnation of the
+        run, deleted and created again under the same run ID (as ``dag.test()`` / ``airflow dags test``
+        do on the same logical date), whose try is over as well."""
         same = (self.dag_id, self.task_id, self.run_id, self.map_index) == (
             other.dag_id,
             other.task_id,
             other.run_id,
             other.map_index,
         )
-        return same and self.try_number < other.try_number
+        return same and self.try_number <= other.try_number
 
     def __str__(self) -> str:
         index = f"[{self.map_index}]" if self.map_index >= 0 else ""
@@ -356,10 +360,15 @@ class UploadLedger:
         return self.store.where(self._entry_rel(source))
 
     def command(self, verb: str, target: str, recording_id: str | None = None) -> str:
-        """The Python call that does ``verb`` (``forget`` or ``settle``) to ``target``, for messages."""
-        conn = f", {self.conn_id!r}" if self.conn_id else ""
-        rid = f", {recording_id!r}" if recording_id else ""
-        return f"UploadLedger({self.path!r}{conn}).{verb}({target!r}{rid})"
+        """The shell command (:mod:`airflow_provider_siro.cli.ledger`) that does ``verb`` (``forget`` or
+        ``settle``) to ``target``, for messages: ``settle`` records ``recording_id``, or with None
+        (Siro has no such recording) deletes the entry so the next run uploads the source."""
+        words = ["python", "-m", "airflow_provider_siro", "ledger", verb, self.path, target]
+        if self.conn_id:
+            words += ["--conn-id", self.conn_id]
+        if verb == "settle":
+            words += ["--recording-id", recording_id] if recording_id else ["--none"]
+        return shlex.join(words)
 
     # ------------------------------------------------------------------ reading
     def _read_entry(self, rel: str, given: str) -> dict[str, Any] | None:
@@ -386,8 +395,7 @@ class UploadLedger:
             f"the upload ledger's entry {where} is damaged: {problem}. The provider will not guess what it "
             f"said. Check Siro for this source's recording, then reset the entry with "
             f"`{self.command('forget', where)}` (the next run uploads the source) or "
-            f"`{self.command('settle', where, 'ID')}` (it records that ID); UploadLedger is in "
-            "airflow_provider_siro.utils.ledger",
+            f"`{self.command('settle', where, 'ID')}` (it records that ID)",
         )
 
     def lookup(self, source: Source) -> Entry | None:
