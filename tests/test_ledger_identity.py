@@ -10,13 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 import threading
 
 import pendulum
-import pytest
-from airflow_compat import xcom_value
 from reliability_report import record
 from upload_support import endpoints, return_value, task_instances, write_audio
 
@@ -173,84 +169,6 @@ def test_a_failed_entry_write_after_the_201_names_the_id_and_leaves_the_claim_sa
         failed_write_rerun_created=len(siro_server.recordings) - 1,
         failed_write_rerun_waited_claim_timeout="waiting for its result" in logged,
     )
-
-
-def run_next_try(dag_run, task_id: str) -> subprocess.CompletedProcess[str]:
-    """Run the next try of ``task_id`` in ``dag_run``: the same task instance, as after a user's Clear.
-
-    ``dag.test()`` makes a new run (so a new task instance) each time; this clears the task instance
-    the way the UI's Clear does, gives it its next try number as the scheduler does when it schedules
-    it, and runs it with ``airflow tasks test DAG TASK RUN_ID`` (which runs an existing run's task
-    instance, in a process of its own)."""
-    from airflow.models.taskinstance import TaskInstance, clear_task_instances
-    from airflow.utils.session import create_session
-    from airflow.utils.state import TaskInstanceState
-    from sqlalchemy import select
-
-    with create_session() as session:
-        ti = session.scalar(
-            select(TaskInstance).where(
-                TaskInstance.dag_id == dag_run.dag_id,
-                TaskInstance.run_id == dag_run.run_id,
-                TaskInstance.task_id == task_id,
-            )
-        )
-        clear_task_instances([ti], session)
-        ti.try_number += 1
-        ti.state = TaskInstanceState.SCHEDULED
-    command = [sys.executable, "-m", "airflow", "tasks", "test", dag_run.dag_id, task_id, dag_run.run_id]
-    # A generous ceiling, not a measure: waiting claim_timeout (an hour) would pass it.
-    return subprocess.run(command, capture_output=True, text=True, timeout=1200, env=os.environ.copy())
-
-
-@pytest.mark.airflow3
-def test_a_failed_entry_write_after_the_201_is_reconciled_at_once_by_the_next_try_of_the_task_instance(
-    siro_server, siro_connection, run_dag, tmp_path, monkeypatch, capfd
-):
-    audio, ledger = tmp_path / "call.mp3", tmp_path / "ledger"
-    write_audio(audio, 30_000)
-    conf = {"source_path": str(audio), "ledger_path": str(ledger)}
-    real_write = ledger_module._LocalStore.write
-
-    def failing_write(self, rel: str, data: bytes) -> None:
-        if rel.endswith(".json"):  # entries only: claims still work
-            raise OSError(28, "No space left on device")
-        real_write(self, rel, data)
-
-    # Try 1: Siro answers 201, every write of the entry fails; the task fails naming the ID and entry.
-    monkeypatch.setattr(ledger_module._LocalStore, "write", failing_write)
-    first = run_dag("siro_test_ledger_single", conf, logical_date=day(5))
-    monkeypatch.setattr(ledger_module._LocalStore, "write", real_write)  # the store works again
-    (created,) = siro_server.recordings.values()
-    where = UploadLedger(str(ledger), destination=SiroHook().destination()).entry_location(
-        locate_source(str(audio))
-    )
-    assert task_instances(first)[("upload", -1)].state == "failed"
-    assert (
-        f"Siro recording {created.id} is this source's, but its ledger entry {where}"
-        in capfd.readouterr().out
-    )
-    siro_server.clear_requests()
-
-    # Try 2 of the same task instance. The DAG's claim_timeout is the default hour: had this try waited
-    # for the claim try 1 left, it could not have finished within the ceiling of run_next_try.
-    assert UploadLedger(str(ledger)).claim_timeout == 3600
-    second = run_next_try(first, "upload")
-
-    output = second.stdout + second.stderr
-    ti = task_instances(first)[("upload", -1)]
-    assert (ti.state, ti.try_number) == ("success", 2), output[-3000:]
-    assert xcom_value(first, "upload") == created.id
-    assert list(siro_server.recordings) == [created.id]  # 0 new recordings
-    sent = endpoints(siro_server)
-    assert "signed_urls" not in sent and "create_recording" not in sent
-    assert "list_recordings" in sent  # it looked the recording up in Siro
-    # It took try 1's claim at once, as ambiguous (try 1 had sent the create call), and reconciled.
-    assert "that try is over" in output
-    assert "it had sent the create call, so the recording may exist" in output
-    assert "waiting for its result" not in output
-    (entry,) = UploadLedger(str(ledger)).find(str(audio))
-    assert (entry.status, entry.data["recording_id"]) == ("reconciled", created.id)
 
 
 def test_a_try_that_took_an_ambiguous_claim_and_ended_without_an_entry_leaves_the_source_ambiguous(tmp_path):
