@@ -143,19 +143,13 @@ def test_a_bad_settling_wait_is_refused_when_the_dag_is_parsed(arguments, proble
 def test_two_recordings_that_match_a_lost_create_fail_the_task_naming_both(
     siro_server, siro_connection, run_dag, tmp_path, capfd
 ):
-    from upload_support import upload_out_of_band
-
-    from airflow_provider_siro.hooks.siro import SiroHook
-    from airflow_provider_siro.payload import validate_recording_fields
+    from upload_support import create_lookalike
 
     audio, ledger = tmp_path / "call.mp3", tmp_path / "ledger"
     write_audio(audio, 30_000)
     conf = {"source_path": str(audio), "ledger_path": str(ledger)}
     # Someone uploaded a recording with the same title a moment ago (from the Siro app, say).
-    url = upload_out_of_band(siro_server, b"\xff\xfb" * 5000, "mp3")
-    earlier = SiroHook().create_recording(
-        url, validate_recording_fields("mp3", title="call.mp3", user_email="rep@example.com")
-    )
+    earlier = create_lookalike(siro_server, "call.mp3", "rep@example.com")
     siro_server.add_fault("create_recording", drop="after")
 
     dag_run = run_dag("siro_test_ledger_single", conf, logical_date=logical_date())

@@ -16,7 +16,7 @@ from typing import Any
 
 import pendulum
 import pytest
-from upload_support import return_value, task_instances, upload_out_of_band, write_audio
+from upload_support import create_lookalike, return_value, task_instances, write_audio
 
 from airflow_provider_siro.cli.ledger import main
 from airflow_provider_siro.utils.ledger import UploadLedger
@@ -114,17 +114,11 @@ def test_list_settle_by_reconciling_and_forget_round_trip(siro_server, siro_conn
 def test_two_candidates_are_named_and_settled_with_the_recording_id(
     siro_server, siro_connection, run_dag, tmp_path
 ):
-    from airflow_provider_siro.hooks.siro import SiroHook
-    from airflow_provider_siro.payload import validate_recording_fields
-
     audio, ledger = tmp_path / "call.mp3", tmp_path / "ledger"
     write_audio(audio, 30_000)
     conf = {"source_path": str(audio), "ledger_path": str(ledger)}
     # A recording with the same title made a moment ago elsewhere, then the task's create answer is lost.
-    url = upload_out_of_band(siro_server, b"\xff\xfb" * 5000, "mp3")
-    earlier = SiroHook().create_recording(
-        url, validate_recording_fields("mp3", title="call.mp3", user_email="rep@example.com")
-    )
+    earlier = create_lookalike(siro_server, "call.mp3", "rep@example.com")
     siro_server.add_fault("create_recording", drop="after")
     run_dag(DAG_ID, conf, logical_date=day(2))
     (lost,) = [rid for rid in siro_server.recordings if rid != earlier]

@@ -519,17 +519,23 @@ class UploadLedger:
                     claim = Claim(folder, key, generation, self.owner, entry)
                 return claim
 
-    def _claim_body(self, source: Source, nonce: str, stage: str, **more: Any) -> dict[str, Any]:
+    def _source_fields(self, source: Source) -> dict[str, Any]:
+        """What a claim and an entry both say of the source and where its recording goes."""
         return {
-            "owner": self.owner,
-            "holder": self.holder.as_dict() if self.holder else None,
-            "since": time.time(),
             "source": source.location,
             "identity": source.key,
             "given": source.given,
             "size": source.size,
             "version": source.version,
             "destination": self.destination,
+        }
+
+    def _claim_body(self, source: Source, nonce: str, stage: str, **more: Any) -> dict[str, Any]:
+        return {
+            "owner": self.owner,
+            "holder": self.holder.as_dict() if self.holder else None,
+            "since": time.time(),
+            **self._source_fields(source),
             "nonce": nonce,
             "stage": stage,
             **more,
@@ -588,12 +594,7 @@ class UploadLedger:
         attempts: int = 1,
     ) -> None:
         data = {
-            "source": source.location,
-            "identity": source.key,
-            "given": source.given,
-            "size": source.size,
-            "version": source.version,
-            "destination": self.destination,
+            **self._source_fields(source),
             "status": status,
             "recording_id": recording_id,
             "at": _now(),
