@@ -35,6 +35,11 @@ DEFAULT_MAP_INDEX_TEMPLATE = "{{ task.source_label }}"
 """Each mapped upload is named in the UI by its source (never a signed URL's query string)."""
 
 
+def _is_number(value: object) -> bool:
+    """An int or a float, not a bool (which Python counts as an int)."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
 def map_index_label(label: str) -> str:
     """``label`` as a map index can show it whatever the DAG's rendering: a label that Python would read
     as a literal (``42``, ``None``) is quoted, since native rendering would turn it into a non-string,
@@ -175,29 +180,31 @@ class SiroUploadBaseOperator(SiroLineageMixin, BaseOperator):
     ) -> None:
         # A default in the signature: partial() reads operator defaults from the __init__ chain.
         super().__init__(map_index_template=map_index_template or DEFAULT_MAP_INDEX_TEMPLATE, **kwargs)
-        if (
-            isinstance(claim_timeout, bool)
-            or not isinstance(claim_timeout, int | float)
-            or claim_timeout <= 0
-        ):
-            raise ValueError(
-                f"{type(self).__name__} {kwargs.get('task_id')!r}: claim_timeout must be a number of "
-                f"seconds > 0, got {claim_timeout!r}"
-            )
-        if isinstance(reconcile_polls, bool) or not isinstance(reconcile_polls, int) or reconcile_polls < 1:
-            raise ValueError(
-                f"{type(self).__name__} {kwargs.get('task_id')!r}: reconcile_polls must be a whole number "
-                f">= 1, got {reconcile_polls!r}"
-            )
-        if (
-            isinstance(reconcile_interval, bool)
-            or not isinstance(reconcile_interval, int | float)
-            or reconcile_interval < 0
-        ):
-            raise ValueError(
-                f"{type(self).__name__} {kwargs.get('task_id')!r}: reconcile_interval must be a number of "
-                f"seconds >= 0, got {reconcile_interval!r}"
-            )
+
+        def require(ok: bool, name: str, value: object, what: str) -> None:
+            if not ok:
+                raise ValueError(
+                    f"{type(self).__name__} {kwargs.get('task_id')!r}: {name} must be {what}, got {value!r}"
+                )
+
+        require(
+            _is_number(claim_timeout) and claim_timeout > 0,
+            "claim_timeout",
+            claim_timeout,
+            "a number of seconds > 0",
+        )
+        require(
+            _is_number(reconcile_polls) and isinstance(reconcile_polls, int) and reconcile_polls >= 1,
+            "reconcile_polls",
+            reconcile_polls,
+            "a whole number >= 1",
+        )
+        require(
+            _is_number(reconcile_interval) and reconcile_interval >= 0,
+            "reconcile_interval",
+            reconcile_interval,
+            "a number of seconds >= 0",
+        )
         self.siro_conn_id = siro_conn_id
         self.source_conn_id = source_conn_id
         self.file_type = file_type
