@@ -14,7 +14,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime
 from pathlib import PurePosixPath
-from typing import Any
+from typing import Any, TypeGuard
 from urllib.parse import urlsplit
 
 from airflow_provider_siro.exceptions import SiroValidationError
@@ -104,6 +104,16 @@ def _is_noncharacter(ch: str) -> bool:
     """One of Unicode's 66 code points that are permanently not characters (U+FDD0..U+FDEF, U+xxFFFE/F)."""
     code = ord(ch)
     return 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE
+
+
+def is_number(value: object) -> TypeGuard[int | float]:
+    """An int or a float, not a bool (which Python counts as an int): ``True`` is no timeout."""
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def is_whole_number(value: object) -> TypeGuard[int]:
+    """An int, not a bool."""
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 def check_text(name: str, value: object, *, if_empty: str = "leave it unset (None) to omit it") -> str:
@@ -269,7 +279,7 @@ def check_crm_objects(value: object, name: str = "crm_objects") -> list[dict[str
 def check_signed_url_request(file_type: object, file_size: object) -> tuple[str, int]:
     """Validate the two values of a signed-URL request."""
     checked = check_file_type(file_type)
-    if isinstance(file_size, bool) or not isinstance(file_size, int) or file_size <= 0:
+    if not is_whole_number(file_size) or file_size <= 0:
         raise SiroValidationError("file_size", f"must be a positive integer of bytes, got {file_size!r}")
     return checked, file_size
 

@@ -43,7 +43,12 @@ from airflow_provider_siro.hooks.settings import (
 )
 from airflow_provider_siro.hooks.transport import RETRY_STATUSES, USER_AGENT, TransportMixin, _Pools
 from airflow_provider_siro.hooks.upload import SIGNED_URL_MARGIN, SignedUpload, UploadMixin
-from airflow_provider_siro.payload import RecordingFields, recording_id_from, rejects_field_name
+from airflow_provider_siro.payload import (
+    RecordingFields,
+    is_whole_number,
+    recording_id_from,
+    rejects_field_name,
+)
 
 __all__ = [
     "DEFAULT_API_URL",
@@ -302,7 +307,7 @@ class SiroHook(TokenMixin, UploadMixin, TransportMixin, BaseHook):
         :param limit: recordings per page, 1 to 100.
         :param order_direction: ``desc`` (newest first) or ``asc``.
         """
-        if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= LIST_PAGE_MAX:
+        if not is_whole_number(limit) or not 1 <= limit <= LIST_PAGE_MAX:
             raise SiroValidationError("limit", f"must be an integer from 1 to {LIST_PAGE_MAX}, got {limit!r}")
         if order_direction not in ("asc", "desc"):
             raise SiroValidationError("order_direction", f"must be asc or desc, got {order_direction!r}")

@@ -21,7 +21,7 @@ from typing import IO, TYPE_CHECKING, Any
 from airflow_provider_siro.compat import BaseOperator
 from airflow_provider_siro.exceptions import SiroValidationError
 from airflow_provider_siro.operators.lineage import SiroLineageMixin
-from airflow_provider_siro.payload import RECORDING_FIELD_ARGS
+from airflow_provider_siro.payload import RECORDING_FIELD_ARGS, is_number, is_whole_number
 
 if TYPE_CHECKING:
     from airflow.sdk import Context
@@ -33,11 +33,6 @@ if TYPE_CHECKING:
 
 DEFAULT_MAP_INDEX_TEMPLATE = "{{ task.source_label }}"
 """Each mapped upload is named in the UI by its source (never a signed URL's query string)."""
-
-
-def _is_number(value: object) -> bool:
-    """An int or a float, not a bool (which Python counts as an int)."""
-    return isinstance(value, int | float) and not isinstance(value, bool)
 
 
 def map_index_label(label: str) -> str:
@@ -188,19 +183,19 @@ class SiroUploadBaseOperator(SiroLineageMixin, BaseOperator):
                 )
 
         require(
-            _is_number(claim_timeout) and claim_timeout > 0,
+            is_number(claim_timeout) and claim_timeout > 0,
             "claim_timeout",
             claim_timeout,
             "a number of seconds > 0",
         )
         require(
-            _is_number(reconcile_polls) and isinstance(reconcile_polls, int) and reconcile_polls >= 1,
+            is_whole_number(reconcile_polls) and reconcile_polls >= 1,
             "reconcile_polls",
             reconcile_polls,
             "a whole number >= 1",
         )
         require(
-            _is_number(reconcile_interval) and reconcile_interval >= 0,
+            is_number(reconcile_interval) and reconcile_interval >= 0,
             "reconcile_interval",
             reconcile_interval,
             "a number of seconds >= 0",

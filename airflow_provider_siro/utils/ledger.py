@@ -852,14 +852,14 @@ def ledger_for(
     """
     if ledger_path is None:
         return None
-    from airflow_provider_siro.payload import check_text
+    from airflow_provider_siro.payload import check_text, is_number
 
     path = check_text("ledger_path", ledger_path, if_empty="give a folder or URL, or None for no ledger")
     if not destination:
         raise ValueError(
             "ledger_for: a ledger needs the destination (SiroHook.destination()) to key entries on"
         )
-    if not isinstance(claim_timeout, int | float) or isinstance(claim_timeout, bool) or claim_timeout <= 0:
+    if not is_number(claim_timeout) or claim_timeout <= 0:
         from airflow_provider_siro.exceptions import SiroValidationError
 
         raise SiroValidationError("claim_timeout", f"must be a number of seconds > 0, got {claim_timeout!r}")
